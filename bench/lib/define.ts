@@ -1,0 +1,77 @@
+/**
+ * The shape of a bench file: `bench/<name>.bench.ts` does `export default defineBench({...})`.
+ *
+ * setup() and teardown() run once, in the parent process. Every timed run of a case side
+ * (drkit or peer) runs in a fresh child process that imports the bench file and receives the
+ * ctx returned by setup() over IPC, so the ctx must be JSON-serialisable: no functions, class
+ * instances, Buffers, Maps or undefined values (keep handles such as a sandbox in a module
+ * variable of the bench file instead, for teardown).
+ */
+
+/** The two sides timed against each other in one case. */
+export type Side = 'drkit' | 'peer';
+
+export interface BenchCase<Ctx> {
+  /** Shown in the table and written as `case` in the JSON. Unique within the bench. */
+  name: string;
+  /** The drkit side: its wall time is measured in a fresh child process. */
+  drkit: (ctx: Ctx) => Promise<void>;
+  /** The peer tool doing the same work. */
+  peer: { name: string; run: (ctx: Ctx) => Promise<void> };
+}
+
+export interface BenchSpec<Ctx> {
+  /** Must equal the file's name without `.bench.ts`; names bench/results/<name>.json. */
+  name: string;
+  description: string;
+  /** Runs once in the parent before any case; its result must be JSON-serialisable. */
+  setup?(): Promise<Ctx>;
+  /** Runs once in the parent after all cases, also when a run failed. */
+  teardown?(ctx: Ctx): Promise<void>;
+  cases: BenchCase<Ctx>[];
+  /** Recorded rounds per case (each round runs both sides once). @default 5, minimum 5 */
+  runs?: number;
+  /** Unrecorded rounds per case before the recorded ones. @default 1 */
+  warmup?: number;
+}
+
+/** A bench as loaded by the harness: the spec with its defaults applied. */
+export interface Bench<Ctx> extends BenchSpec<Ctx> {
+  runs: number;
+  warmup: number;
+}
+
+export const DEFAULT_RUNS = 5;
+export const MIN_RUNS = 5;
+export const DEFAULT_WARMUP = 1;
+
+/** Declares a benchmark. Throws on an invalid spec, so a broken bench file fails on import. */
+export function defineBench<Ctx = undefined>(spec: BenchSpec<Ctx>): Bench<Ctx> {
+  const where = `bench "${spec.name}"`;
+  if (typeof spec.name !== 'string' || !/^[a-z0-9][a-z0-9._-]*$/i.test(spec.name)) {
+    throw new TypeError(`bench name must be a file-name-safe word, got ${JSON.stringify(spec.name)}`);
+  }
+  if (!Array.isArray(spec.cases) || spec.cases.length === 0) throw new TypeError(`${where} has no cases`);
+  const seen = new Set<string>();
+  for (const c of spec.cases) {
+    if (typeof c.name !== 'string' || c.name === '') throw new TypeError(`${where} has a case without a name`);
+    if (seen.has(c.name)) throw new TypeError(`${where} has two cases named "${c.name}"`);
+    seen.add(c.name);
+    if (typeof c.drkit !== 'function') throw new TypeError(`${where}, case "${c.name}": drkit must be a function`);
+    if (typeof c.peer?.name !== 'string' || c.peer.name === '' || typeof c.peer.run !== 'function') {
+      throw new TypeError(`${where}, case "${c.name}": peer must be { name, run }`);
+    }
+  }
+  const runs = spec.runs ?? DEFAULT_RUNS;
+  if (!Number.isInteger(runs) || runs < MIN_RUNS) throw new RangeError(`${where}: runs must be an integer >= ${MIN_RUNS}, got ${runs}`);
+  const warmup = spec.warmup ?? DEFAULT_WARMUP;
+  if (!Number.isInteger(warmup) || warmup < 0) throw new RangeError(`${where}: warmup must be an integer >= 0, got ${warmup}`);
+  return { ...spec, runs, warmup };
+}
+
+/** Whether a module's default export looks like the result of {@link defineBench}. */
+export function isBench(value: unknown): value is Bench<unknown> {
+  if (typeof value !== 'object' || value === null) return false;
+  const v = value as Partial<Bench<unknown>>;
+  return typeof v.name === 'string' && Array.isArray(v.cases) && typeof v.runs === 'number' && typeof v.warmup === 'number';
+}

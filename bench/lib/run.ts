@@ -1,0 +1,186 @@
+/**
+ * Runs a bench file: setup() once here, then every timed run in a fresh child process
+ * (bench/lib/worker.ts), then teardown(). Writes <outDir>/<name>.json and returns its rows.
+ * Prints nothing: progress goes to the `log` callback.
+ */
+import { fork } from 'node:child_process';
+import { mkdir, readdir, writeFile } from 'node:fs/promises';
+import { basename, join, resolve } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { isDeepStrictEqual } from 'node:util';
+import { type Bench, isBench, type Side } from './define.js';
+import { isRunReply, type RunRequest } from './protocol.js';
+import { type ResultRow, resolveRuns, resultRow, runOrder, type Sample } from './stats.js';
+
+/** The repository root: children start here, so `--import tsx` resolves from its node_modules. */
+export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+/** Where benches live (bench/<name>.bench.ts) and, by default, their results. */
+export const BENCH_DIR = join(ROOT, 'bench');
+export const DEFAULT_OUT_DIR = join(BENCH_DIR, 'results');
+const WORKER = fileURLToPath(new URL('./worker.ts', import.meta.url));
+const BENCH_SUFFIX = '.bench.ts';
+
+export interface RunBenchOptions {
+  /** Recorded rounds per case, overriding the bench's own. Minimum 5. */
+  runs?: number;
+  /** Warm-up rounds per case, overriding the bench's own. */
+  warmup?: number;
+  /** Where <name>.json goes (created if missing). @default bench/results */
+  outDir?: string;
+  /** Progress lines (setup, each run, teardown). @default none */
+  log?: (line: string) => void;
+}
+
+/** A timed run that failed: the side threw, the child died, or it could not start. */
+export class BenchRunError extends Error {
+  readonly bench: string;
+  readonly caseName: string;
+  readonly side: Side;
+  constructor(bench: string, caseName: string, side: Side, detail: string, options?: ErrorOptions) {
+    super(`bench "${bench}", case "${caseName}", side ${side}: ${detail}`, options);
+    this.name = 'BenchRunError';
+    this.bench = bench;
+    this.caseName = caseName;
+    this.side = side;
+  }
+}
+
+/** The bench's name as given by its file: bench/foo.bench.ts -> foo. */
+export function benchNameOf(file: string): string {
+  const base = basename(file);
+  return base.endsWith(BENCH_SUFFIX) ? base.slice(0, -BENCH_SUFFIX.length) : base;
+}
+
+/** Imports a bench file and checks that it is one. */
+export async function loadBench(file: string): Promise<Bench<unknown>> {
+  const mod = (await import(pathToFileURL(resolve(file)).href)) as { default?: unknown };
+  if (!isBench(mod.default)) throw new TypeError(`${file}: the default export must be defineBench({...})`);
+  const expected = benchNameOf(file);
+  if (mod.default.name !== expected) {
+    throw new TypeError(`${file}: the bench is named "${mod.default.name}" but its file says "${expected}"; make them equal`);
+  }
+  return mod.default;
+}
+
+const TAIL_BYTES = 4000;
+
+/** Runs one side of one case once in a fresh child process. */
+function runInChild(bench: string, request: RunRequest): Promise<Sample> {
+  const fail = (detail: string, cause?: unknown) =>
+    new BenchRunError(bench, request.caseName, request.side, detail, cause === undefined ? undefined : { cause });
+  return new Promise<Sample>((resolvePromise, reject) => {
+    const child = fork(WORKER, [], {
+      cwd: ROOT,
+      execArgv: ['--import', 'tsx'],
+      stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+      serialization: 'json',
+    });
+    // Keep the end of what the child printed, for the error message if it dies.
+    let output = '';
+    const keep = (chunk: Buffer) => {
+      output = (output + chunk.toString('utf8')).slice(-TAIL_BYTES);
+    };
+    child.stdout?.on('data', keep);
+    child.stderr?.on('data', keep);
+    let reply: unknown;
+    let spawnError: Error | undefined;
+    child.on('message', (message) => {
+      reply ??= message;
+    });
+    child.on('error', (error) => {
+      spawnError ??= error;
+    });
+    child.on('close', (code, signal) => {
+      const tail = output.trim() === '' ? '' : `\n--- child output (end) ---\n${output.trim()}`;
+      if (isRunReply(reply)) {
+        if (!reply.ok) return reject(fail(`threw: ${reply.error}${tail}`));
+        if (code === 0) return resolvePromise({ seconds: reply.seconds, peakRssMb: reply.peakRssMb });
+      }
+      if (spawnError) return reject(fail(`the child process failed: ${spawnError.message}${tail}`, spawnError));
+      const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
+      return reject(fail(`the child process ${how} before reporting a result${tail}`));
+    });
+    child.send(request, (error) => {
+      if (error) spawnError ??= error;
+    });
+  });
+}
+
+function checkJson(bench: string, ctx: unknown): unknown {
+  if (ctx === undefined) return undefined;
+  let copy: unknown;
+  try {
+    copy = JSON.parse(JSON.stringify(ctx));
+  } catch (error) {
+    throw new TypeError(`bench "${bench}": setup() returned a ctx that is not JSON-serialisable: ${String(error)}`, { cause: error });
+  }
+  if (!isDeepStrictEqual(copy, ctx)) {
+    throw new TypeError(
+      `bench "${bench}": setup() returned a ctx that does not survive JSON (functions, class instances, undefined or non-finite values?); ` +
+        'it is passed to child processes, so keep it to plain data',
+    );
+  }
+  return copy;
+}
+
+const format = (seconds: number) => `${seconds.toFixed(4)}s`;
+
+/**
+ * Runs the bench in `file`: setup(), then per case the warm-up and recorded rounds (sides
+ * alternating which goes first), then teardown() even when a run failed. Writes
+ * `<outDir>/<name>.json` and returns its rows.
+ * @throws BenchRunError naming the case and side of a failed run (after teardown).
+ */
+export async function runBench(file: string, options: RunBenchOptions = {}): Promise<ResultRow[]> {
+  const log = options.log ?? (() => {});
+  const path = resolve(file);
+  const bench = await loadBench(path);
+  const runs = resolveRuns(bench.runs, options.runs);
+  const warmup = options.warmup ?? bench.warmup;
+  if (!Number.isInteger(warmup) || warmup < 0) throw new RangeError(`warmup must be an integer >= 0, got ${warmup}`);
+  const outDir = options.outDir ?? DEFAULT_OUT_DIR;
+
+  log(`${bench.name}: setup`);
+  const ctx = bench.setup ? await bench.setup() : undefined;
+  const rows: ResultRow[] = [];
+  let failure: { error: unknown } | undefined;
+  try {
+    const sent = checkJson(bench.name, ctx);
+    const steps = runOrder(runs, warmup);
+    for (const c of bench.cases) {
+      log(`${bench.name}: case "${c.name}" (drkit vs ${c.peer.name}): ${warmup} warm-up + ${runs} recorded rounds`);
+      const samples: Record<Side, Sample[]> = { drkit: [], peer: [] };
+      for (const step of steps) {
+        const sample = await runInChild(bench.name, { file: path, caseName: c.name, side: step.side, ctx: sent });
+        const label = step.recorded ? `round ${step.round + 1}/${runs}` : `warm-up ${step.round + 1}/${warmup}`;
+        log(`  ${label} ${step.side.padEnd(5)} ${format(sample.seconds)}  ${sample.peakRssMb.toFixed(1)} MB`);
+        if (step.recorded) samples[step.side].push(sample);
+      }
+      rows.push(resultRow(c.name, c.peer.name, samples.drkit, samples.peer));
+    }
+  } catch (error) {
+    failure = { error };
+  }
+  if (bench.teardown) {
+    log(`${bench.name}: teardown`);
+    try {
+      await bench.teardown(ctx);
+    } catch (error) {
+      if (!failure) throw error;
+      // Both failed: report the run's failure first, and the teardown's too.
+      throw new AggregateError([failure.error, error], `bench "${bench.name}": a run failed, and then teardown() failed as well`);
+    }
+  }
+  if (failure) throw failure.error;
+  await mkdir(outDir, { recursive: true });
+  const outFile = join(outDir, `${bench.name}.json`);
+  await writeFile(outFile, `${JSON.stringify(rows, null, 2)}\n`);
+  log(`${bench.name}: wrote ${outFile}`);
+  return rows;
+}
+
+/** The bench files in `dir` (bench/*.bench.ts), by name. */
+export async function findBenches(dir = BENCH_DIR): Promise<Map<string, string>> {
+  const names = (await readdir(dir)).filter((f) => f.endsWith(BENCH_SUFFIX)).sort();
+  return new Map(names.map((f) => [benchNameOf(f), join(dir, f)]));
+}

@@ -1,0 +1,143 @@
+// Child process that runs one s3rver instance: a real S3 API over HTTP, backed by a dir.
+// Started by startS3(); a separate process so that the client under test shares no event
+// loop with the server and a "region" can be stopped like a real outage.
+//
+// s3rver checks that the access key exists but not the SigV4 signature, so a wrong secret
+// would pass. This server verifies the signature itself (header and presigned forms)
+// before handing the request to s3rver, so bad credentials fail here as they do on AWS.
+// Runs as a standalone script: no relative imports, erasable types only.
+import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import S3rver from 's3rver';
+
+const [dir, bucketList, port, accessKeyId = 'S3RVER', secretAccessKey = 'S3RVER'] = process.argv.slice(2);
+if (!dir) {
+  process.stderr.write('usage: s3-server <dir> <bucket,bucket> [port] [accessKeyId] [secretAccessKey]\n');
+  process.exit(2);
+}
+const buckets = (bucketList ?? '').split(',').filter(Boolean);
+
+function rfc3986(value: string): string {
+  return encodeURIComponent(value).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
+}
+
+function hmac(key: Buffer | string, data: string): Buffer {
+  return createHmac('sha256', key).update(data, 'utf8').digest();
+}
+
+interface Parsed {
+  credential: string;
+  signedHeaders: string;
+  signature: string;
+  amzDate: string;
+  payloadHash: string;
+  query: [string, string][];
+}
+
+function parseRequest(req: IncomingMessage, rawQuery: string): Parsed | undefined {
+  const query = rawQuery
+    ? rawQuery.split('&').map((pair): [string, string] => {
+        const i = pair.indexOf('=');
+        const decode = (s: string) => decodeURIComponent(s.replace(/\+/g, '%20'));
+        return i < 0 ? [decode(pair), ''] : [decode(pair.slice(0, i)), decode(pair.slice(i + 1))];
+      })
+    : [];
+  const auth = req.headers.authorization;
+  if (auth?.startsWith('AWS4-HMAC-SHA256 ')) {
+    const fields = Object.fromEntries(
+      auth
+        .slice('AWS4-HMAC-SHA256 '.length)
+        .split(',')
+        .map((part) => part.trim().split('=') as [string, string]),
+    );
+    return {
+      credential: fields.Credential ?? '',
+      signedHeaders: fields.SignedHeaders ?? '',
+      signature: fields.Signature ?? '',
+      amzDate: String(req.headers['x-amz-date'] ?? ''),
+      payloadHash: String(req.headers['x-amz-content-sha256'] ?? 'UNSIGNED-PAYLOAD'),
+      query,
+    };
+  }
+  const get = (name: string) => query.find(([k]) => k === name)?.[1];
+  if (get('X-Amz-Algorithm') === 'AWS4-HMAC-SHA256') {
+    return {
+      credential: get('X-Amz-Credential') ?? '',
+      signedHeaders: get('X-Amz-SignedHeaders') ?? '',
+      signature: get('X-Amz-Signature') ?? '',
+      amzDate: get('X-Amz-Date') ?? '',
+      payloadHash: 'UNSIGNED-PAYLOAD',
+      query: query.filter(([k]) => k !== 'X-Amz-Signature'),
+    };
+  }
+  return undefined;
+}
+
+/** Undefined when the request is correctly signed (or unsigned: s3rver judges those), else the S3 error code. */
+function checkSignature(req: IncomingMessage): string | undefined {
+  const url = req.url ?? '/';
+  const q = url.indexOf('?');
+  const path = q < 0 ? url : url.slice(0, q);
+  const parsed = parseRequest(req, q < 0 ? '' : url.slice(q + 1));
+  if (!parsed) return undefined;
+  const [keyId, date, region, service, terminator] = parsed.credential.split('/');
+  if (keyId !== accessKeyId) return 'InvalidAccessKeyId';
+  if (!date || !region || !service || terminator !== 'aws4_request') return 'AuthorizationQueryParametersError';
+  const canonicalQuery = parsed.query
+    .map(([k, v]) => [rfc3986(k), rfc3986(v)] as const)
+    .sort(([a, av], [b, bv]) => (a < b ? -1 : a > b ? 1 : av < bv ? -1 : av > bv ? 1 : 0))
+    .map(([k, v]) => `${k}=${v}`)
+    .join('&');
+  const names = parsed.signedHeaders.split(';');
+  const canonicalHeaders = names
+    .map((name) => {
+      const value = req.headers[name];
+      const text = Array.isArray(value) ? value.join(',') : (value ?? '');
+      return `${name}:${text.trim().replace(/\s+/g, ' ')}\n`;
+    })
+    .join('');
+  const canonicalRequest = [req.method, path, canonicalQuery, canonicalHeaders, parsed.signedHeaders, parsed.payloadHash].join('\n');
+  const scope = `${date}/${region}/${service}/aws4_request`;
+  const stringToSign = ['AWS4-HMAC-SHA256', parsed.amzDate, scope, createHash('sha256').update(canonicalRequest).digest('hex')].join('\n');
+  const key = hmac(hmac(hmac(hmac(`AWS4${secretAccessKey}`, date), region), service), 'aws4_request');
+  const expected = hmac(key, stringToSign);
+  const provided = Buffer.from(parsed.signature, 'hex');
+  return provided.length === expected.length && timingSafeEqual(provided, expected) ? undefined : 'SignatureDoesNotMatch';
+}
+
+const s3rver = new S3rver({
+  directory: dir,
+  silent: true,
+  configureBuckets: buckets.map((name) => ({ name, configs: [] })),
+});
+const handle = s3rver.callback();
+
+const server = createServer((req: IncomingMessage, res: ServerResponse) => {
+  const failure = checkSignature(req);
+  if (!failure) {
+    handle(req, res);
+    return;
+  }
+  req.resume();
+  const message =
+    failure === 'InvalidAccessKeyId'
+      ? 'The AWS Access Key Id you provided does not exist in our records.'
+      : 'The request signature we calculated does not match the signature you provided. Check your key and signing method.';
+  res.writeHead(403, { 'content-type': 'application/xml' });
+  res.end(`<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${failure}</Code><Message>${message}</Message></Error>`);
+});
+
+await s3rver.configureBuckets();
+await new Promise<void>((resolve, reject) => {
+  server.once('error', reject);
+  server.listen(Number(port ?? 0), '127.0.0.1', resolve);
+});
+const address = server.address();
+process.stdout.write(`${JSON.stringify({ ready: true, port: typeof address === 'object' && address ? address.port : 0 })}\n`);
+
+const shutdown = () => {
+  server.close(() => process.exit(0));
+  server.closeAllConnections();
+};
+process.on('SIGTERM', shutdown);
+process.on('SIGINT', shutdown);
