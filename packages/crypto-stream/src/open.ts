@@ -1,0 +1,208 @@
+import { createDecipheriv } from 'node:crypto';
+import { Duplex } from 'node:stream';
+import { decompressor } from './compression.js';
+import { isSealError, SealError } from './errors.js';
+import { chunkNonce, decodeHeader, type EncodedHeader, type Header, NONCE_LENGTH, TAG_LENGTH } from './format.js';
+import { type OpenKeys, openHeader } from './kdf.js';
+import type { StreamProgress } from './seal.js';
+import { type ByteSource, bytesOf, collect, through } from './source.js';
+
+/** Options of {@link open}. */
+export interface OpenOptions {
+  /** Keys that may open the stream: a keyring (old keys included), one key, or a passphrase. */
+  keys: OpenKeys;
+  signal?: AbortSignal;
+  onProgress?: (progress: StreamProgress) => void;
+}
+
+/** What a header says, without key material: for manifests, listings and `drkit inspect`. */
+export interface SealedInfo {
+  version: number;
+  keyId: string;
+  keySource: 'raw' | 'scrypt';
+  compression: Header['compression'];
+  chunkSize: number;
+  /** Bytes of header at the start of the stream. */
+  headerLength: number;
+}
+
+function infoOf(header: Header, length: number): SealedInfo {
+  return {
+    version: header.version,
+    keyId: header.keyId,
+    keySource: header.keySource.kind,
+    compression: header.compression,
+    chunkSize: header.chunkSize,
+    headerLength: length,
+  };
+}
+
+/**
+ * Reads and parses the header from the start of a byte iterator. Returns the header and the
+ * bytes read past it.
+ * @throws SealError SEAL_NOT_SEALED, SEAL_UNSUPPORTED_*, SEAL_HEADER_INVALID, SEAL_TRUNCATED
+ */
+export async function readHeader(
+  iterator: AsyncIterator<Buffer>,
+): Promise<{ header: Header; encoded: EncodedHeader; length: number; rest: Buffer }> {
+  let pending = Buffer.alloc(0);
+  for (;;) {
+    const decoded = decodeHeader(pending);
+    if (decoded) return { ...decoded, rest: pending.subarray(decoded.length) };
+    const next = await iterator.next();
+    if (next.done)
+      throw new SealError(
+        'SEAL_TRUNCATED',
+        pending.length === 0 ? 'the input is empty: not a sealed stream' : 'the input ends inside the header: the artifact is truncated',
+      );
+    pending = Buffer.concat([pending, next.value]);
+  }
+}
+
+/** Reads just the header of a sealed stream and describes it (no key needed, nothing verified). */
+export async function inspectSealed(input: ByteSource): Promise<SealedInfo> {
+  const iterator = bytesOf(input);
+  try {
+    const { header, length } = await readHeader(iterator);
+    return infoOf(header, length);
+  } finally {
+    await iterator.return(undefined);
+  }
+}
+
+/**
+ * Authenticates and decrypts the chunks of a sealed stream, yielding each chunk's plaintext
+ * (still compressed) only after its tag has been verified.
+ */
+async function* authenticatedChunks(
+  input: ByteSource,
+  options: OpenOptions,
+  progress: StreamProgress,
+  onHeader: (header: Header) => void,
+): AsyncGenerator<Buffer> {
+  const iterator = bytesOf(input);
+  const { header, encoded, length, rest } = await readHeader(iterator);
+  const { chunkKey } = await openHeader(header, encoded, options.keys);
+  onHeader(header);
+  progress.sealedBytes = length;
+  const recordSize = header.chunkSize + TAG_LENGTH;
+  const nonce = Buffer.alloc(NONCE_LENGTH);
+  let index = 0n;
+
+  const decrypt = (record: Buffer, final: boolean): Buffer => {
+    const body = record.subarray(0, record.length - TAG_LENGTH);
+    const decipher = createDecipheriv('aes-256-gcm', chunkKey, chunkNonce(index, final, nonce), { authTagLength: TAG_LENGTH });
+    decipher.setAuthTag(record.subarray(record.length - TAG_LENGTH));
+    // Node releases GCM plaintext before the tag is checked: hold it until final() passes.
+    const plain = decipher.update(body);
+    try {
+      decipher.final();
+    } catch (cause) {
+      throw new SealError(
+        'SEAL_CHUNK_TAMPERED',
+        `chunk ${index} failed authentication${final ? ' (as the last chunk)' : ''}: the artifact was altered, cut short or extended; do not use it, restore from another backup`,
+        { cause },
+      );
+    }
+    index++;
+    progress.sealedBytes += record.length;
+    progress.chunks++;
+    return plain;
+  };
+
+  const record = Buffer.allocUnsafe(recordSize);
+  let fill = 0;
+  const consume = function* (piece: Buffer): Generator<Buffer> {
+    let at = 0;
+    while (at < piece.length) {
+      if (fill === 0 && piece.length - at >= recordSize) {
+        yield decrypt(piece.subarray(at, at + recordSize), false);
+        at += recordSize;
+        continue;
+      }
+      const n = Math.min(recordSize - fill, piece.length - at);
+      piece.copy(record, fill, at, at + n);
+      fill += n;
+      at += n;
+      if (fill === recordSize) {
+        // A full-size record is never the last one (the writer's last chunk is shorter).
+        yield decrypt(record, false);
+        fill = 0;
+      }
+    }
+  };
+  yield* consume(rest);
+  for (;;) {
+    const next = await iterator.next();
+    if (next.done) break;
+    if (options.signal?.aborted) throw new SealError('SEAL_ABORTED', 'opening was aborted', { cause: options.signal.reason });
+    yield* consume(next.value);
+  }
+  if (fill < TAG_LENGTH)
+    throw new SealError(
+      'SEAL_TRUNCATED',
+      fill === 0
+        ? `the artifact ends after chunk ${index - 1n} without its final chunk: it is truncated; restore from another backup`
+        : `the artifact ends ${fill} bytes into chunk ${index}: it is truncated; restore from another backup`,
+    );
+  yield decrypt(record.subarray(0, fill), true);
+}
+
+/**
+ * Opens a sealed stream: checks the header, then authenticates every chunk before releasing
+ * any of its plaintext, and decompresses. A stream that is altered, reordered, cut short or
+ * extended fails with a typed error; plaintext already yielded came only from chunks that
+ * authenticated, so callers writing files must write to a temp file and rename at the end
+ * (as {@link openToFile} does).
+ * @throws SealError with the code of what is wrong (see SEAL_ERROR_CODES)
+ */
+export async function* open(input: ByteSource, options: OpenOptions): AsyncGenerator<Buffer> {
+  const progress: StreamProgress = { plainBytes: 0, sealedBytes: 0, chunks: 0 };
+  let header: Header | undefined;
+  const chunks = authenticatedChunks(input, options, progress, (h) => {
+    header = h;
+  });
+  // The header names the compression, so the first chunk must be pulled before the
+  // decompressor can be chosen.
+  const first = await chunks.next();
+  if (!header) throw new SealError('SEAL_HEADER_INVALID', 'no header was read');
+  const unzip = decompressor(header.compression);
+  const all = (async function* () {
+    if (!first.done) yield first.value;
+    yield* chunks;
+  })();
+  const report = (n: number) => {
+    progress.plainBytes += n;
+    options.onProgress?.({ ...progress });
+  };
+  if (!unzip) {
+    for await (const plain of all) {
+      report(plain.length);
+      yield plain;
+    }
+    return;
+  }
+  try {
+    for await (const plain of through(all, unzip)) {
+      report(plain.length);
+      yield plain;
+    }
+  } catch (error) {
+    if (isSealError(error)) throw error;
+    throw new SealError(
+      'SEAL_DECOMPRESS_FAILED',
+      `the authenticated content did not decompress as ${header.compression}: it was sealed by a faulty writer; report this`,
+      { cause: error },
+    );
+  }
+}
+
+/** {@link open} as a Node Duplex stream: write sealed bytes, read plaintext. */
+export function createOpenStream(options: OpenOptions): Duplex {
+  return Duplex.from((source: AsyncIterable<Uint8Array>) => open(source, options));
+}
+
+/** Opens a whole sealed buffer in memory. */
+export function openBuffer(sealed: Uint8Array, options: OpenOptions): Promise<Buffer> {
+  return collect(open(sealed, options));
+}
