@@ -10,11 +10,11 @@ export const SEAL_ERROR_CODES = [
   'SEAL_KEY_MISSING',
   'SEAL_UNKNOWN_KEY',
   'SEAL_WRONG_KEY',
-  // Authentication failures: the bytes were altered, cut, or extended.
+  // Authentication failures: the bytes were altered, cut, or extended (trailing bytes make
+  // the last chunk fail, so they surface as SEAL_CHUNK_TAMPERED).
   'SEAL_HEADER_TAMPERED',
   'SEAL_CHUNK_TAMPERED',
   'SEAL_TRUNCATED',
-  'SEAL_TRAILING_DATA',
   // Other.
   'SEAL_DECOMPRESS_FAILED',
   'SEAL_COMPRESSION_UNSUPPORTED',

@@ -30,8 +30,11 @@ export type KeySource = { kind: 'raw' } | { kind: 'scrypt'; log2N: number; r: nu
 export const KEY_SOURCE_RAW = 1;
 export const KEY_SOURCE_SCRYPT = 2;
 
-/** Bounds on scrypt parameters read from a header, so a forged header cannot demand gigabytes. */
-export const SCRYPT_LIMITS = { minLog2N: 10, maxLog2N: 20, maxR: 16, maxP: 4 } as const;
+/**
+ * Bounds on scrypt parameters. A header is read before it can be authenticated, so these
+ * bound what a forged one can cost: at most 256 MiB (128 * N * r) and about 2 s of work.
+ */
+export const SCRYPT_LIMITS = { minLog2N: 10, maxLog2N: 18, maxR: 8, maxP: 2 } as const;
 
 /** Everything the header says. */
 export interface Header {
@@ -50,7 +53,7 @@ export interface Header {
 /** The header without its MAC, and where its parts end in the encoded bytes. */
 export interface EncodedHeader {
   bytes: Buffer;
-  /** Bytes that the data-key wrap authenticates as associated data: key id and key source. */
+  /** Bytes that the data-key wrap authenticates as associated data: stream id, key id and key source. */
   wrapAad: Buffer;
   /** Length of the header before the MAC (the MAC covers bytes [0, macOffset)). */
   macOffset: number;
@@ -128,7 +131,7 @@ export function decodeHeader(buffer: Buffer): { header: Header; length: number; 
   const keyIdBytes = buffer.subarray(at, at + idLength);
   let keyId: string;
   try {
-    keyId = new TextDecoder('utf-8', { fatal: true }).decode(keyIdBytes);
+    keyId = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(keyIdBytes);
   } catch (cause) {
     throw new SealError('SEAL_HEADER_INVALID', 'key id in the header is not UTF-8: the header is damaged', { cause });
   }
@@ -156,6 +159,7 @@ export function decodeHeader(buffer: Buffer): { header: Header; length: number; 
   } else {
     throw new SealError('SEAL_HEADER_INVALID', `unknown key source ${sourceKind} in the header: the header is damaged`);
   }
+  const keyBlockEnd = at;
   if (!need(at + NONCE_LENGTH + WRAPPED_KEY_LENGTH + HEADER_MAC_LENGTH)) return undefined;
   const wrapNonce = Buffer.from(buffer.subarray(at, at + NONCE_LENGTH));
   at += NONCE_LENGTH;
@@ -168,7 +172,8 @@ export function decodeHeader(buffer: Buffer): { header: Header; length: number; 
   return {
     header,
     length: at,
-    encoded: { bytes: Buffer.from(buffer.subarray(0, macOffset)), wrapAad: wrapAadOf(header), macOffset },
+    // The AAD is the key block's bytes as read, never re-encoded from the parsed fields.
+    encoded: { bytes: Buffer.from(buffer.subarray(0, macOffset)), wrapAad: Buffer.from(buffer.subarray(16, keyBlockEnd)), macOffset },
   };
 }
 

@@ -17,11 +17,11 @@ export interface Passphrase {
   readonly passphrase: string;
   /** Written into headers. @default "passphrase" */
   readonly id?: string;
-  /** scrypt cost as log2(N). @default 16 (64 MiB, about 0.2 s) */
+  /** scrypt cost as log2(N), 10 to 18. @default 16 (64 MiB, about 0.2 s) */
   readonly log2N?: number;
-  /** @default 8 */
+  /** 1 to 8. @default 8 */
   readonly r?: number;
-  /** @default 1 */
+  /** 1 to 2. @default 1 */
   readonly p?: number;
 }
 
@@ -62,9 +62,19 @@ export function parseKey(text: string, from = 'the key'): Buffer {
 export function masterKey(key: Buffer, id?: string): MasterKey {
   if (key.length !== KEY_LENGTH) throw new SealError('SEAL_KEY_INVALID', `a key must be ${KEY_LENGTH} bytes, not ${key.length}`);
   const keyId = id ?? keyIdOf(key);
-  if (Buffer.byteLength(keyId) === 0 || Buffer.byteLength(keyId) > MAX_KEY_ID_LENGTH)
-    throw new SealError('SEAL_KEY_INVALID', `a key id must be 1 to ${MAX_KEY_ID_LENGTH} bytes`);
+  checkKeyId(keyId);
   return { id: keyId, key: Buffer.from(key) };
+}
+
+/**
+ * Checks a key id: 1 to 64 bytes of well-formed UTF-8 (a lone surrogate would be written as
+ * U+FFFD and never match again).
+ * @throws SealError SEAL_KEY_INVALID
+ */
+export function checkKeyId(id: string): void {
+  const length = Buffer.byteLength(id);
+  if (length === 0 || length > MAX_KEY_ID_LENGTH || !id.isWellFormed())
+    throw new SealError('SEAL_KEY_INVALID', `a key id must be 1 to ${MAX_KEY_ID_LENGTH} bytes of well-formed Unicode`);
 }
 
 /**
@@ -199,5 +209,6 @@ export function scryptParams(p: Passphrase): { log2N: number; r: number; p: numb
       `scrypt parameters out of range (log2N ${SCRYPT_LIMITS.minLog2N}-${SCRYPT_LIMITS.maxLog2N}, r 1-${SCRYPT_LIMITS.maxR}, p 1-${SCRYPT_LIMITS.maxP})`,
     );
   if (p.passphrase.length === 0) throw new SealError('SEAL_KEY_INVALID', 'the passphrase is empty');
+  if (p.id !== undefined) checkKeyId(p.id);
   return params;
 }

@@ -53,7 +53,9 @@ export async function readHeader(
     if (next.done)
       throw new SealError(
         'SEAL_TRUNCATED',
-        pending.length === 0 ? 'the input is empty: not a sealed stream' : 'the input ends inside the header: the artifact is truncated',
+        pending.length === 0
+          ? 'the input is empty: a sealed stream has at least a header and a final chunk; the artifact is truncated'
+          : 'the input ends inside the header: the artifact is truncated',
       );
     pending = Buffer.concat([pending, next.value]);
   }
@@ -142,7 +144,7 @@ async function* authenticatedChunks(
     throw new SealError(
       'SEAL_TRUNCATED',
       fill === 0
-        ? `the artifact ends after chunk ${index - 1n} without its final chunk: it is truncated; restore from another backup`
+        ? `the artifact ends ${index === 0n ? 'right after its header' : `after chunk ${index - 1n}`} without its final chunk: it is truncated; restore from another backup`
         : `the artifact ends ${fill} bytes into chunk ${index}: it is truncated; restore from another backup`,
     );
   yield decrypt(record.subarray(0, fill), true);
@@ -182,11 +184,23 @@ export async function* open(input: ByteSource, options: OpenOptions): AsyncGener
     }
     return;
   }
+  // Count what goes in: a zstd decoder stops after one frame and would drop anything after it.
+  let fed = 0;
+  const counted = (async function* () {
+    for await (const piece of all) {
+      fed += piece.length;
+      yield piece;
+    }
+  })();
   try {
-    for await (const plain of through(all, unzip)) {
+    for await (const plain of through(counted, unzip)) {
       report(plain.length);
       yield plain;
     }
+    if ((unzip as Duplex & { bytesWritten?: number }).bytesWritten !== fed)
+      throw new Error(
+        `${fed - ((unzip as Duplex & { bytesWritten?: number }).bytesWritten ?? 0)} bytes follow the end of the compressed data`,
+      );
   } catch (error) {
     if (isSealError(error)) throw error;
     throw new SealError(

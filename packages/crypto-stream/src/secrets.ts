@@ -33,8 +33,9 @@ function validate(secrets: unknown): Secrets {
   return secrets as Secrets;
 }
 
-function rawKeyOf(key: SealOptions['key']): Buffer | undefined {
-  if ('passphrase' in key) return undefined;
+// What identifies a key for the "two different keys" check: the raw key, or the passphrase.
+function keyMaterialOf(key: SealOptions['key']): Buffer {
+  if ('passphrase' in key) return Buffer.from(`passphrase\0${key.passphrase.normalize('NFC')}`);
   return 'current' in key ? key.current.key : key.key;
 }
 
@@ -46,9 +47,7 @@ function rawKeyOf(key: SealOptions['key']): Buffer | undefined {
  */
 export async function sealSecrets(secrets: Secrets, keys: SecretsSealKeys): Promise<Buffer> {
   const valid = validate(secrets);
-  const inner = rawKeyOf(keys.secretsKey);
-  const outer = rawKeyOf(keys.backupKey);
-  if (inner && outer && inner.equals(outer))
+  if (keyMaterialOf(keys.secretsKey).equals(keyMaterialOf(keys.backupKey)))
     throw new SealError('SEAL_INVALID_OPTIONS', 'the secrets key and the backup key must be different keys; generate a second key');
   const json = Buffer.from(JSON.stringify(valid), 'utf8');
   try {
