@@ -18,6 +18,7 @@ function needZstd(): void {
 
 /** A compressing transform for `compression`, or undefined for none. */
 export function compressor(compression: Compression, level?: number): Duplex | undefined {
+  checkCompression(compression);
   switch (compression) {
     case 'none':
       return undefined;
@@ -33,6 +34,12 @@ export function compressor(compression: Compression, level?: number): Duplex | u
       return zlib.createZstdCompress({ params: { [zlib.constants.ZSTD_c_compressionLevel]: l }, chunkSize: 256 * 1024 });
     }
   }
+}
+
+/** @throws SealError SEAL_INVALID_OPTIONS for a name that is not none, gzip or zstd */
+export function checkCompression(compression: string): asserts compression is Compression {
+  if (compression !== 'none' && compression !== 'gzip' && compression !== 'zstd')
+    throw new SealError('SEAL_INVALID_OPTIONS', `compression must be none, gzip or zstd, not '${compression}'`);
 }
 
 /** The decompressing transform for `compression`, or undefined for none. */

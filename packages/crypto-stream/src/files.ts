@@ -1,11 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { open as openFile, rename, unlink } from 'node:fs/promises';
+import { chmod, open as openFile, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { type OpenOptions, open } from './open.js';
 import { type SealOptions, seal } from './seal.js';
-import type { ByteSource } from './source.js';
+import { type ByteSource, bytesOf } from './source.js';
 
 /** Options of {@link writeAtomically}. */
 export interface AtomicWriteOptions {
@@ -15,24 +15,36 @@ export interface AtomicWriteOptions {
 }
 
 /**
- * Writes a byte stream to `path` through a temp file in the same directory, fsyncs it and
- * renames it into place only when the whole stream was written. On any failure the temp file
- * is removed and `path` is untouched: no partial output is ever visible.
+ * Writes a byte stream to `path` through a temp file in the same directory, flushes it to
+ * disk and renames it into place only when the whole stream was written, then syncs the
+ * directory so the rename survives a crash. On any failure the temp file is removed and
+ * `path` is untouched: no partial output is ever visible.
  */
 export async function writeAtomically(path: string, source: ByteSource, options: AtomicWriteOptions = {}): Promise<void> {
+  const mode = options.mode ?? 0o600;
   const temp = join(dirname(path), `.${basename(path)}.drkit-${randomBytes(6).toString('hex')}.tmp`);
-  const handle = await openFile(temp, 'wx', options.mode ?? 0o600);
   try {
-    await pipeline(source as AsyncIterable<Uint8Array>, createWriteStream('', { fd: handle, autoClose: false }), {
+    await pipeline(bytesOf(source), createWriteStream(temp, { flags: 'wx', mode, flush: true }), {
       ...(options.signal ? { signal: options.signal } : {}),
     });
-    await handle.sync();
-    await handle.close();
+    // The umask may have narrowed the mode at creation.
+    await chmod(temp, mode);
     await rename(temp, path);
   } catch (error) {
-    await handle.close().catch(() => {});
-    await unlink(temp).catch(() => {});
+    await rm(temp, { force: true });
     throw error;
+  }
+  await syncDirectory(dirname(path));
+}
+
+async function syncDirectory(dir: string): Promise<void> {
+  const handle = await openFile(dir, 'r');
+  try {
+    await handle.sync();
+  } catch {
+    // Some filesystems refuse fsync on a directory; the rename itself is still atomic.
+  } finally {
+    await handle.close();
   }
 }
 

@@ -6,6 +6,7 @@ import { chunkNonce, decodeHeader, type EncodedHeader, type Header, NONCE_LENGTH
 import { type OpenKeys, openHeader } from './kdf.js';
 import type { StreamProgress } from './seal.js';
 import { type ByteSource, bytesOf, collect, through } from './source.js';
+import { zstdDecompressFrames } from './zstd-frames.js';
 
 /** Options of {@link open}. */
 export interface OpenOptions {
@@ -83,6 +84,21 @@ async function* authenticatedChunks(
   onHeader: (header: Header) => void,
 ): AsyncGenerator<Buffer> {
   const iterator = bytesOf(input);
+  try {
+    yield* chunksOf(iterator, options, progress, onHeader);
+  } finally {
+    // Closes the source (a file stream, a socket) on failure or when the consumer stops early.
+    await iterator.return(undefined);
+  }
+}
+
+async function* chunksOf(
+  iterator: AsyncGenerator<Buffer>,
+  options: OpenOptions,
+  progress: StreamProgress,
+  onHeader: (header: Header) => void,
+): AsyncGenerator<Buffer> {
+  if (options.signal?.aborted) throw new SealError('SEAL_ABORTED', 'opening was aborted', { cause: options.signal.reason });
   const { header, encoded, length, rest } = await readHeader(iterator);
   const { chunkKey } = await openHeader(header, encoded, options.keys);
   onHeader(header);
@@ -92,6 +108,7 @@ async function* authenticatedChunks(
   let index = 0n;
 
   const decrypt = (record: Buffer, final: boolean): Buffer => {
+    if (options.signal?.aborted) throw new SealError('SEAL_ABORTED', 'opening was aborted', { cause: options.signal.reason });
     const body = record.subarray(0, record.length - TAG_LENGTH);
     const decipher = createDecipheriv('aes-256-gcm', chunkKey, chunkNonce(index, final, nonce), { authTagLength: TAG_LENGTH });
     decipher.setAuthTag(record.subarray(record.length - TAG_LENGTH));
@@ -137,7 +154,6 @@ async function* authenticatedChunks(
   for (;;) {
     const next = await iterator.next();
     if (next.done) break;
-    if (options.signal?.aborted) throw new SealError('SEAL_ABORTED', 'opening was aborted', { cause: options.signal.reason });
     yield* consume(next.value);
   }
   if (fill < TAG_LENGTH)
@@ -168,39 +184,30 @@ export async function* open(input: ByteSource, options: OpenOptions): AsyncGener
   // decompressor can be chosen.
   const first = await chunks.next();
   if (!header) throw new SealError('SEAL_HEADER_INVALID', 'no header was read');
-  const unzip = decompressor(header.compression);
   const all = (async function* () {
     if (!first.done) yield first.value;
     yield* chunks;
   })();
+  let reported = false;
   const report = (n: number) => {
     progress.plainBytes += n;
+    reported = true;
     options.onProgress?.({ ...progress });
   };
-  if (!unzip) {
-    for await (const plain of all) {
-      report(plain.length);
-      yield plain;
-    }
-    return;
-  }
-  // Count what goes in: a zstd decoder stops after one frame and would drop anything after it.
-  let fed = 0;
-  const counted = (async function* () {
-    for await (const piece of all) {
-      fed += piece.length;
-      yield piece;
-    }
-  })();
+  // Node's zstd decoder stops after one frame, so zstd goes through the frame splitter.
+  const plainStream =
+    header.compression === 'none'
+      ? all
+      : header.compression === 'zstd'
+        ? zstdDecompressFrames(all, decompressor('zstd'))
+        : through(all, decompressor('gzip') as Duplex);
   try {
-    for await (const plain of through(counted, unzip)) {
+    for await (const plain of plainStream) {
       report(plain.length);
       yield plain;
     }
-    if ((unzip as Duplex & { bytesWritten?: number }).bytesWritten !== fed)
-      throw new Error(
-        `${fed - ((unzip as Duplex & { bytesWritten?: number }).bytesWritten ?? 0)} bytes follow the end of the compressed data`,
-      );
+    // An empty plaintext still gets its one event.
+    if (!reported) report(0);
   } catch (error) {
     if (isSealError(error)) throw error;
     throw new SealError(
@@ -208,6 +215,9 @@ export async function* open(input: ByteSource, options: OpenOptions): AsyncGener
       `the authenticated content did not decompress as ${header.compression}: it was sealed by a faulty writer; report this`,
       { cause: error },
     );
+  } finally {
+    // Stopping early must still close the source, whichever generator was suspended.
+    await chunks.return(undefined);
   }
 }
 

@@ -11,14 +11,19 @@ import { type ByteSource, bytesOf } from './source.js';
  */
 export async function* rewrap(input: ByteSource, from: OpenKeys, to: SealOptions['key']): AsyncGenerator<Buffer> {
   const iterator = bytesOf(input);
-  const { header, encoded, rest } = await readHeader(iterator);
-  const { dataKey } = await openHeader(header, encoded, from);
-  const fresh = await newHeader(to, header.compression, header.chunkSize, dataKey, header.streamId);
-  yield fresh.bytes;
-  if (rest.length > 0) yield rest;
-  for (;;) {
-    const next = await iterator.next();
-    if (next.done) return;
-    yield next.value;
+  try {
+    const { header, encoded, rest } = await readHeader(iterator);
+    const { dataKey } = await openHeader(header, encoded, from);
+    const fresh = await newHeader(to, header.compression, header.chunkSize, dataKey, header.streamId);
+    yield fresh.bytes;
+    if (rest.length > 0) yield rest;
+    for (;;) {
+      const next = await iterator.next();
+      if (next.done) return;
+      yield next.value;
+    }
+  } finally {
+    // Closes the source on failure or when the consumer stops early.
+    await iterator.return(undefined);
   }
 }

@@ -233,11 +233,7 @@ function zstdFrames(content: Buffer): Buffer[] {
 function decompress(compression: ReferenceCompression, content: Buffer): Buffer {
   try {
     if (compression === 'gzip') return zlib.gunzipSync(content);
-    if (compression === 'zstd') {
-      const frames = zstdFrames(content);
-      if (frames.length !== 1) throw new Error(`zstd content must be exactly one frame, found ${frames.length}`);
-      return zlib.zstdDecompressSync(frames[0] as Buffer);
-    }
+    if (compression === 'zstd') return Buffer.concat(zstdFrames(content).map((frame) => zlib.zstdDecompressSync(frame)));
     return content;
   } catch (error) {
     return fail('SEAL_DECOMPRESS_FAILED', `content does not decompress as ${compression}: ${(error as Error).message}`);
