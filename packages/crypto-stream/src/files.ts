@@ -3,6 +3,7 @@ import { createReadStream, createWriteStream } from 'node:fs';
 import { chmod, open as openFile, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
+import { SealError } from './errors.js';
 import { type OpenOptions, open } from './open.js';
 import { type SealOptions, seal } from './seal.js';
 import { type ByteSource, bytesOf } from './source.js';
@@ -23,15 +24,21 @@ export interface AtomicWriteOptions {
 export async function writeAtomically(path: string, source: ByteSource, options: AtomicWriteOptions = {}): Promise<void> {
   const mode = options.mode ?? 0o600;
   const temp = join(dirname(path), `.${basename(path)}.drkit-${randomBytes(6).toString('hex')}.tmp`);
+  const out = createWriteStream(temp, { flags: 'wx', mode, flush: true });
   try {
-    await pipeline(bytesOf(source), createWriteStream(temp, { flags: 'wx', mode, flush: true }), {
+    await pipeline(bytesOf(source), out, {
       ...(options.signal ? { signal: options.signal } : {}),
     });
     // The umask may have narrowed the mode at creation.
     await chmod(temp, mode);
     await rename(temp, path);
   } catch (error) {
+    // The file is opened in the background: wait until the stream has closed, or the temp
+    // file could be created after it was removed.
+    if (!out.closed) await new Promise<void>((resolve) => out.once('close', () => resolve()));
     await rm(temp, { force: true });
+    if (options.signal?.aborted && !(error instanceof SealError))
+      throw new SealError('SEAL_ABORTED', `writing ${path} was aborted; nothing was written`, { cause: error });
     throw error;
   }
   await syncDirectory(dirname(path));

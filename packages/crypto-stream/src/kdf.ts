@@ -2,7 +2,7 @@ import { createCipheriv, createDecipheriv, createHmac, hkdfSync, scrypt, timingS
 import { promisify } from 'node:util';
 import { SealError } from './errors.js';
 import { type EncodedHeader, HEADER_MAC_LENGTH, type Header, KEY_LENGTH, TAG_LENGTH } from './format.js';
-import type { Keyring, MasterKey, Passphrase } from './keys.js';
+import { checkPassphrase, type Keyring, type MasterKey, type Passphrase } from './keys.js';
 
 const scryptAsync = promisify(scrypt) as (password: string, salt: Buffer, keylen: number, options: object) => Promise<Buffer>;
 
@@ -83,6 +83,7 @@ export async function openHeader(header: Header, encoded: EncodedHeader, keys: O
         'SEAL_KEY_MISSING',
         'this stream was sealed with a passphrase; set DRKIT_PASSPHRASE (or pass a passphrase) to open it',
       );
+    checkPassphrase(keys.passphrase);
     master = await passphraseKey(keys.passphrase, header.keySource);
   } else {
     if (isPassphrase(keys))

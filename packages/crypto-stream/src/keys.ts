@@ -58,6 +58,15 @@ export function parseKey(text: string, from = 'the key'): Buffer {
   return key;
 }
 
+function looksLikeKey(text: string): boolean {
+  try {
+    parseKey(text);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** Builds a {@link MasterKey} from raw bytes, with the derived id unless one is given. */
 export function masterKey(key: Buffer, id?: string): MasterKey {
   if (key.length !== KEY_LENGTH) throw new SealError('SEAL_KEY_INVALID', `a key must be ${KEY_LENGTH} bytes, not ${key.length}`);
@@ -146,6 +155,12 @@ export function parseKeyFile(text: string, from = 'the key file'): Keyring {
     if (parts.length > 2) throw new SealError('SEAL_KEY_INVALID', `${from}, line ${index + 1}: expected '<key>' or '<id> <key>'`);
     const [first = '', second] = parts;
     const key = parseKey(second ?? first, `${from}, line ${index + 1}`);
+    // Ids are written into every header: one that is itself a key would publish it.
+    if (second !== undefined && looksLikeKey(first))
+      throw new SealError(
+        'SEAL_KEY_INVALID',
+        `${from}, line ${index + 1}: the id looks like a key; an id is a short name, the key comes second`,
+      );
     ring.add(masterKey(key, second === undefined ? undefined : first));
   });
   if (ring.size === 0) throw new SealError('SEAL_KEY_MISSING', `${from} holds no key`);
@@ -193,6 +208,16 @@ export async function loadKeys(sources: KeySources = {}): Promise<Keyring | Pass
   throw new SealError('SEAL_KEY_MISSING', 'no key given: set DRKIT_KEY (base64 or hex), pass --key-file, or set DRKIT_PASSPHRASE');
 }
 
+/**
+ * Checks a passphrase: not empty, and no NUL (scrypt zero-pads it, so "pw" and "pw\0" would
+ * be the same key).
+ * @throws SealError SEAL_KEY_INVALID
+ */
+export function checkPassphrase(passphrase: string): void {
+  if (passphrase.length === 0) throw new SealError('SEAL_KEY_INVALID', 'the passphrase is empty');
+  if (passphrase.includes('\0')) throw new SealError('SEAL_KEY_INVALID', 'the passphrase contains a NUL character');
+}
+
 /** Checks passphrase options against the limits a reader accepts. */
 export function scryptParams(p: Passphrase): { log2N: number; r: number; p: number } {
   const params = { log2N: p.log2N ?? 16, r: p.r ?? 8, p: p.p ?? 1 };
@@ -208,7 +233,7 @@ export function scryptParams(p: Passphrase): { log2N: number; r: number; p: numb
       'SEAL_INVALID_OPTIONS',
       `scrypt parameters out of range (log2N ${SCRYPT_LIMITS.minLog2N}-${SCRYPT_LIMITS.maxLog2N}, r 1-${SCRYPT_LIMITS.maxR}, p 1-${SCRYPT_LIMITS.maxP})`,
     );
-  if (p.passphrase.length === 0) throw new SealError('SEAL_KEY_INVALID', 'the passphrase is empty');
+  checkPassphrase(p.passphrase);
   if (p.id !== undefined) checkKeyId(p.id);
   return params;
 }
