@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { chmod, open as openFile, rename, rm } from 'node:fs/promises';
+import { chmod, link, open as openFile, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { SealError } from './errors.js';
@@ -12,6 +12,13 @@ import { type ByteSource, bytesOf } from './source.js';
 export interface AtomicWriteOptions {
   /** File mode of the result. @default 0o600: opened backups and secrets are private */
   mode?: number;
+  /**
+   * Never replace an existing `path`: the temp file is hard-linked into place, which fails with
+   * EEXIST (the error is thrown as it is) if `path` appeared meanwhile. Where hard links are
+   * not supported, it checks and renames.
+   * @default false
+   */
+  exclusive?: boolean;
   signal?: AbortSignal;
 }
 
@@ -31,7 +38,8 @@ export async function writeAtomically(path: string, source: ByteSource, options:
     });
     // The umask may have narrowed the mode at creation.
     await chmod(temp, mode);
-    await rename(temp, path);
+    if (options.exclusive) await linkIntoPlace(temp, path);
+    else await rename(temp, path);
   } catch (error) {
     // The file is opened in the background: wait until the stream has closed, or the temp
     // file could be created after it was removed.
@@ -42,6 +50,25 @@ export async function writeAtomically(path: string, source: ByteSource, options:
     throw error;
   }
   await syncDirectory(dirname(path));
+}
+
+async function linkIntoPlace(temp: string, path: string): Promise<void> {
+  try {
+    await link(temp, path);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP') throw error;
+    // No hard links here: check, then rename (a narrow race, but never a silent overwrite of
+    // a file that was there before the write began).
+    const exists = await stat(path).then(
+      () => true,
+      () => false,
+    );
+    if (exists) throw Object.assign(new Error(`EEXIST: file already exists, '${path}'`), { code: 'EEXIST', path });
+    await rename(temp, path);
+    return;
+  }
+  await rm(temp, { force: true });
 }
 
 async function syncDirectory(dir: string): Promise<void> {

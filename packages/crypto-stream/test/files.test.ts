@@ -171,6 +171,19 @@ describe('sealFile and openToFile', () => {
 });
 
 describe('writeAtomically', () => {
+  it('exclusive: refuses to replace an existing file with EEXIST, leaving it and no temp file', async () => {
+    const dir = await tempDir();
+    const target = join(dir, 'kept');
+    await writeFile(target, 'precious');
+    const error = await writeAtomically(target, Buffer.from('new'), { exclusive: true }).catch((e: unknown) => e);
+    expect(error).toMatchObject({ code: 'EEXIST' });
+    expect(await readFile(target, 'utf8')).toBe('precious');
+    expect(await names(dir)).toEqual(['kept']);
+    await writeAtomically(join(dir, 'fresh'), Buffer.from('new'), { exclusive: true });
+    expect(await readFile(join(dir, 'fresh'), 'utf8')).toBe('new');
+    expect(await names(dir)).toEqual(['fresh', 'kept']);
+  });
+
   it('a successful write settles, renames the temp file into place and closes it', async () => {
     // Regression: an fs.WriteStream made over a FileHandle (autoClose: false) holds a reference
     // on the handle until the stream is destroyed, which it never was on success: handle.close()
