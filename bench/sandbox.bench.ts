@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { type PostgresSandbox, startPostgres } from '@drkit/sandbox';
-import { defineBench } from './lib/define.js';
+import { defineBench } from './lib/define.ts';
 
 interface Ctx {
   /** postgres:// URL of the database holding table t. */

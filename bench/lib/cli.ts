@@ -6,9 +6,9 @@
  * The only file of the harness that writes to the console.
  */
 import { parseArgs } from 'node:util';
-import { MIN_RUNS } from './define.js';
-import { DEFAULT_OUT_DIR, findBenches, loadBench, runBench } from './run.js';
-import { formatTable } from './stats.js';
+import { MIN_RUNS } from './define.ts';
+import { DEFAULT_OUT_DIR, findBenches, loadBench, runBench } from './run.ts';
+import { formatTable } from './stats.ts';
 
 const USAGE = `usage: pnpm bench [name] [--runs N (>= ${MIN_RUNS})] [--warmup N]`;
 

@@ -6,6 +6,11 @@
  * ctx returned by setup() over IPC, so the ctx must be JSON-serialisable: no functions, class
  * instances, Buffers, Maps or undefined values (keep handles such as a sandbox in a module
  * variable of the bench file instead, for teardown).
+ *
+ * The children run under plain `node` (its built-in TypeScript type stripping, no tsx), so a
+ * bench file imports harness files with their `.ts` extension (`./lib/define.ts`) and workspace
+ * packages by name (they resolve to their built dist/; `pnpm bench` builds first). Only
+ * erasable TypeScript is allowed there (no enums, namespaces or parameter properties).
  */
 
 /** The two sides timed against each other in one case. */
@@ -18,6 +23,11 @@ export interface BenchCase<Ctx> {
   drkit: (ctx: Ctx) => Promise<void>;
   /** The peer tool doing the same work. */
   peer: { name: string; run: (ctx: Ctx) => Promise<void> };
+  /**
+   * Bytes of input each side processes per run, when that is known up front: the results then
+   * show throughput (MB/s of wall time, and MB per CPU-second) for both sides.
+   */
+  bytes?: number;
 }
 
 export interface BenchSpec<Ctx> {
@@ -60,6 +70,9 @@ export function defineBench<Ctx = undefined>(spec: BenchSpec<Ctx>): Bench<Ctx> {
     if (typeof c.drkit !== 'function') throw new TypeError(`${where}, case "${c.name}": drkit must be a function`);
     if (typeof c.peer?.name !== 'string' || c.peer.name === '' || typeof c.peer.run !== 'function') {
       throw new TypeError(`${where}, case "${c.name}": peer must be { name, run }`);
+    }
+    if (c.bytes !== undefined && !(Number.isSafeInteger(c.bytes) && c.bytes > 0)) {
+      throw new TypeError(`${where}, case "${c.name}": bytes must be a positive integer, got ${c.bytes}`);
     }
   }
   const runs = spec.runs ?? DEFAULT_RUNS;

@@ -4,10 +4,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { defineBench } from './define.js';
-import { teardowns } from './fixtures/teardowns.js';
-import { BenchRunError, runBench } from './run.js';
-import { formatTable, median, type ResultRow, ratio, resolveRuns, resultRow, round, runOrder, type Sample } from './stats.js';
+import { defineBench } from './define.ts';
+import { teardowns } from './fixtures/teardowns.ts';
+import { BenchRunError, runBench } from './run.ts';
+import { formatTable, median, type ResultRow, ratio, resolveRuns, resultRow, round, runOrder, type Sample } from './stats.ts';
 
 const fixture = (name: string) => fileURLToPath(new URL(`./fixtures/${name}.bench.ts`, import.meta.url));
 const samples = (...seconds: number[]): Sample[] => seconds.map((s, i) => ({ seconds: s, peakRssMb: 100 + i }));
@@ -203,6 +203,13 @@ describe('runBench (end to end, in child processes)', () => {
     expect((error as BenchRunError).message).toMatch(/bench "throws", case "breaks", side peer: threw: Error: the peer broke on purpose/);
     expect(teardowns('throws')).toBe(before + 1);
     expect(existsSync(join(outDir, 'throws.json'))).toBe(false);
+  });
+
+  it('keeps the result of a child that reports and then hangs at exit, killing it', async () => {
+    const lines: string[] = [];
+    const rows = await runBench(fixture('hangs'), { outDir, exitGraceMs: 300, log: (line) => lines.push(line) });
+    expect(rows[0]?.runs).toBe(5);
+    expect(lines.filter((l) => /did not exit 300 ms after reporting; killed it and kept its result/.test(l))).toHaveLength(5);
   });
 
   it('names the case and side of a child that dies, and runs teardown', async () => {

@@ -2,15 +2,19 @@
  * Pure logic of the harness: run order, statistics, result rows and the table. No I/O here,
  * so all of it is tested without timing anything.
  */
-import type { Side } from './define.js';
-import { MIN_RUNS } from './define.js';
+import type { Side } from './define.ts';
+import { MIN_RUNS } from './define.ts';
 
 /** What one timed run in a child process reports. */
 export interface Sample {
   /** Wall time of the side's function alone, in seconds. */
   seconds: number;
-  /** `process.resourceUsage().maxRSS / 1024` of the child after the function returned. */
+  /** Peak RSS of the child after the function returned, MB (VmHWM on Linux, else maxRSS / 1024). */
   peakRssMb: number;
+  /** RSS of the child just before the function started, MB. */
+  baseRssMb?: number;
+  /** CPU seconds during the function: the child's own (all threads) and its reaped child processes'. */
+  cpuSeconds?: number;
 }
 
 /** One row of bench/results/<name>.json. */
@@ -33,6 +37,20 @@ export interface ResultRow {
   /** Every recorded run, in the order they ran. */
   drkit_runs_s: number[];
   peer_runs_s: number[];
+  /** Max over the recorded runs of the RSS just before the function started (Node and imports). */
+  drkit_base_rss_mb?: number;
+  peer_base_rss_mb?: number;
+  /** Median CPU seconds (user + system, all threads, plus the processes it started and waited for). */
+  drkit_cpu_median_s?: number;
+  peer_cpu_median_s?: number;
+  /** Bytes of input per run, when the case declares it. */
+  bytes?: number;
+  /** bytes / median wall time, in MB/s (1 MB = 10^6 bytes). */
+  drkit_mb_per_s?: number;
+  peer_mb_per_s?: number;
+  /** bytes / median CPU time, in MB per CPU-second: throughput per core. */
+  drkit_mb_per_cpu_s?: number;
+  peer_mb_per_cpu_s?: number;
 }
 
 /** One step of a case's schedule. */
@@ -98,8 +116,29 @@ export function resolveRuns(benchRuns: number, override?: number): number {
   return runs;
 }
 
-/** The JSON row of one case from its recorded samples (at least one per side). */
-export function resultRow(caseName: string, peerName: string, drkit: readonly Sample[], peer: readonly Sample[]): ResultRow {
+/** Values of an optional sample field, or undefined unless every sample has it. */
+function every(samples: readonly Sample[], key: 'baseRssMb' | 'cpuSeconds'): number[] | undefined {
+  const values = samples.map((s) => s[key]);
+  return values.every((v): v is number => typeof v === 'number') ? values : undefined;
+}
+
+/** MB (10^6 bytes) per second. */
+function mbPerSecond(bytes: number, seconds: number): number | undefined {
+  return seconds > 0 ? round(bytes / seconds / 1e6, MB_DECIMALS) : undefined;
+}
+
+/**
+ * The JSON row of one case from its recorded samples (at least one per side). With `bytes`
+ * (the input of one run), the row also has throughput; with samples that carry CPU time and
+ * base RSS, it has those too.
+ */
+export function resultRow(
+  caseName: string,
+  peerName: string,
+  drkit: readonly Sample[],
+  peer: readonly Sample[],
+  bytes?: number,
+): ResultRow {
   if (drkit.length === 0 || peer.length === 0) throw new RangeError(`case "${caseName}" has no recorded runs`);
   const drkitSeconds = drkit.map((s) => s.seconds);
   const peerSeconds = peer.map((s) => s.seconds);
@@ -107,7 +146,7 @@ export function resultRow(caseName: string, peerName: string, drkit: readonly Sa
   const peerMedian = median(peerSeconds);
   const r = ratio(drkitMedian, peerMedian);
   const s = (value: number) => round(value, SECONDS_DECIMALS);
-  return {
+  const row: ResultRow = {
     case: caseName,
     drkit_median_s: s(drkitMedian),
     peer: peerName,
@@ -123,13 +162,51 @@ export function resultRow(caseName: string, peerName: string, drkit: readonly Sa
     drkit_runs_s: drkitSeconds.map(s),
     peer_runs_s: peerSeconds.map(s),
   };
+  const drkitBase = every(drkit, 'baseRssMb');
+  const peerBase = every(peer, 'baseRssMb');
+  if (drkitBase && peerBase) {
+    row.drkit_base_rss_mb = round(Math.max(...drkitBase), MB_DECIMALS);
+    row.peer_base_rss_mb = round(Math.max(...peerBase), MB_DECIMALS);
+  }
+  const drkitCpu = every(drkit, 'cpuSeconds');
+  const peerCpu = every(peer, 'cpuSeconds');
+  const cpu = drkitCpu && peerCpu ? { drkit: median(drkitCpu), peer: median(peerCpu) } : undefined;
+  if (cpu) {
+    row.drkit_cpu_median_s = s(cpu.drkit);
+    row.peer_cpu_median_s = s(cpu.peer);
+  }
+  if (bytes !== undefined) {
+    row.bytes = bytes;
+    const set = (key: keyof ResultRow & `${string}_per_${string}`, value: number | undefined) => {
+      if (value !== undefined) row[key] = value;
+    };
+    set('drkit_mb_per_s', mbPerSecond(bytes, drkitMedian));
+    set('peer_mb_per_s', mbPerSecond(bytes, peerMedian));
+    if (cpu) {
+      set('drkit_mb_per_cpu_s', mbPerSecond(bytes, cpu.drkit));
+      set('peer_mb_per_cpu_s', mbPerSecond(bytes, cpu.peer));
+    }
+  }
+  return row;
 }
 
 const fixed = (value: number, decimals: number) => value.toFixed(decimals);
 
+/** Extra columns, shown when at least one row has the field. */
+const OPTIONAL_COLUMNS: [string, keyof ResultRow, number][] = [
+  ['drkit base RSS (MB)', 'drkit_base_rss_mb', MB_DECIMALS],
+  ['drkit CPU (s)', 'drkit_cpu_median_s', 2],
+  ['peer CPU (s)', 'peer_cpu_median_s', 2],
+  ['drkit MB/s', 'drkit_mb_per_s', MB_DECIMALS],
+  ['peer MB/s', 'peer_mb_per_s', MB_DECIMALS],
+  ['drkit MB/CPU-s', 'drkit_mb_per_cpu_s', MB_DECIMALS],
+  ['peer MB/CPU-s', 'peer_mb_per_cpu_s', MB_DECIMALS],
+];
+
 /**
  * A plain-text table of a bench's rows, one line per case, columns aligned; numbers are
- * right-aligned. Returned without a trailing newline.
+ * right-aligned. Base RSS, CPU time and throughput columns follow when rows have them (a
+ * row without a value shows '-'). Returned without a trailing newline.
  */
 export function formatTable(rows: readonly ResultRow[]): string {
   const header = [
@@ -143,6 +220,11 @@ export function formatTable(rows: readonly ResultRow[]): string {
     'drkit peak RSS (MB)',
   ];
   const numeric = [false, true, true, false, true, true, true, true];
+  const extra = OPTIONAL_COLUMNS.filter(([, key]) => rows.some((row) => typeof row[key] === 'number'));
+  for (const [title] of extra) {
+    header.push(title);
+    numeric.push(true);
+  }
   const body = rows.map((row) => [
     row.case,
     fixed(row.drkit_median_s, SECONDS_DECIMALS),
@@ -152,6 +234,10 @@ export function formatTable(rows: readonly ResultRow[]): string {
     `${fixed(row.peer_min_s, SECONDS_DECIMALS)}-${fixed(row.peer_max_s, SECONDS_DECIMALS)}`,
     row.ratio === null ? 'n/a' : fixed(row.ratio, RATIO_DECIMALS),
     fixed(row.drkit_peak_rss_mb, MB_DECIMALS),
+    ...extra.map(([, key, decimals]) => {
+      const value = row[key];
+      return typeof value === 'number' ? fixed(value, decimals) : '-';
+    }),
   ]);
   const widths = header.map((title, i) => Math.max(title.length, ...body.map((cells) => (cells[i] as string).length)));
   const line = (cells: readonly string[]) =>

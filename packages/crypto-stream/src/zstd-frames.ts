@@ -65,12 +65,12 @@ export class ZstdFrameSplitter {
     return segments.filter((s) => s.bytes.length > 0 || s.end);
   }
 
-  #expect(state: State, bytes: number): void {
+  #expect(state: State, bytes: number): undefined {
     this.#state = state;
     this.#need = bytes;
   }
 
-  #onField(field: Buffer, cut: (end: boolean) => void): void {
+  #onField(field: Buffer, cut: (end: boolean) => void): undefined {
     switch (this.#state) {
       case 'magic': {
         const magic = field.readUInt32LE(0);
@@ -108,12 +108,14 @@ export class ZstdFrameSplitter {
       }
       case 'checksum':
         this.#expect('magic', 4);
-        return cut(true);
+        cut(true);
+        return;
       case 'skipSize': {
         const size = field.readUInt32LE(0);
         if (size === 0) {
           this.#expect('magic', 4);
-          return cut(true);
+          cut(true);
+          return;
         }
         return this.#expect('skipBody', size);
       }
@@ -122,10 +124,11 @@ export class ZstdFrameSplitter {
     }
   }
 
-  #afterBody(cut: (end: boolean) => void): void {
+  #afterBody(cut: (end: boolean) => void): undefined {
     if (this.#state === 'skipBody') {
       this.#expect('magic', 4);
-      return cut(true);
+      cut(true);
+      return;
     }
     if (!this.#lastBlock) return this.#expect('blockHeader', 3);
     if (this.#checksum) return this.#expect('checksum', 4);
