@@ -71,7 +71,7 @@ function keySourceBytes(source: KeySource): Buffer {
 }
 
 /** The key block's associated data: stream id, key id and key source, as laid out in the header. */
-function wrapAadOf(h: Pick<Header, 'streamId' | 'keyId' | 'keySource'>): Buffer {
+export function wrapAadOf(h: Pick<Header, 'streamId' | 'keyId' | 'keySource'>): Buffer {
   const id = Buffer.from(h.keyId, 'utf8');
   return Buffer.concat([h.streamId, Buffer.from([id.length]), id, keySourceBytes(h.keySource)]);
 }

@@ -16,6 +16,7 @@ import {
   SCRYPT_SALT_LENGTH,
   STREAM_ID_LENGTH,
   TAG_LENGTH,
+  wrapAadOf,
 } from './format.js';
 import { headerMac, passphraseKey, streamKeys, wrapDataKey } from './kdf.js';
 import { KEY_LENGTH_BYTES, type Keyring, type MasterKey, type Passphrase, scryptParams } from './keys.js';
@@ -66,18 +67,7 @@ export async function newHeader(
 ): Promise<{ bytes: Buffer; chunkKey: Buffer }> {
   const { id, master, source } = await masterFor(key);
   const wrapNonce = randomBytes(NONCE_LENGTH);
-  const draft = encodeHeader({
-    version: FORMAT_VERSION,
-    aead: AEAD_AES_256_GCM,
-    compression,
-    chunkSize,
-    streamId,
-    keyId: id,
-    keySource: source,
-    wrapNonce,
-    wrappedKey: Buffer.alloc(KEY_LENGTH_BYTES + TAG_LENGTH),
-  });
-  const wrappedKey = wrapDataKey(master, streamId, wrapNonce, draft.wrapAad, dataKey);
+  const wrappedKey = wrapDataKey(master, streamId, wrapNonce, wrapAadOf({ streamId, keyId: id, keySource: source }), dataKey);
   const encoded = encodeHeader({
     version: FORMAT_VERSION,
     aead: AEAD_AES_256_GCM,
