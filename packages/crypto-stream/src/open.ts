@@ -5,7 +5,7 @@ import { isSealError, SealError } from './errors.js';
 import { chunkNonce, decodeHeader, type EncodedHeader, type Header, NONCE_LENGTH, TAG_LENGTH } from './format.js';
 import { type OpenKeys, openHeader } from './kdf.js';
 import type { StreamProgress } from './seal.js';
-import { type ByteSource, bytesOf, collect, through } from './source.js';
+import { type ByteSource, bytesOf, collect, FixedBlocks, through } from './source.js';
 import { zstdDecompressFrames } from './zstd-frames.js';
 
 /** Options of {@link open}. */
@@ -129,41 +129,24 @@ async function* chunksOf(
     return plain;
   };
 
-  const record = Buffer.allocUnsafe(recordSize);
-  let fill = 0;
-  const consume = function* (piece: Buffer): Generator<Buffer> {
-    let at = 0;
-    while (at < piece.length) {
-      if (fill === 0 && piece.length - at >= recordSize) {
-        yield decrypt(piece.subarray(at, at + recordSize), false);
-        at += recordSize;
-        continue;
-      }
-      const n = Math.min(recordSize - fill, piece.length - at);
-      piece.copy(record, fill, at, at + n);
-      fill += n;
-      at += n;
-      if (fill === recordSize) {
-        // A full-size record is never the last one (the writer's last chunk is shorter).
-        yield decrypt(record, false);
-        fill = 0;
-      }
-    }
-  };
-  yield* consume(rest);
+  // A full-size record is never the last one (the writer's last chunk is shorter), so every
+  // full record decrypts as not final, and what is left at the end is the final chunk.
+  const records = new FixedBlocks(recordSize);
+  for (const record of records.push(rest)) yield decrypt(record, false);
   for (;;) {
     const next = await iterator.next();
     if (next.done) break;
-    yield* consume(next.value);
+    for (const record of records.push(next.value)) yield decrypt(record, false);
   }
-  if (fill < TAG_LENGTH)
+  const last = records.rest;
+  if (last.length < TAG_LENGTH)
     throw new SealError(
       'SEAL_TRUNCATED',
-      fill === 0
+      last.length === 0
         ? `the artifact ends ${index === 0n ? 'right after its header' : `after chunk ${index - 1n}`} without its final chunk: it is truncated; restore from another backup`
-        : `the artifact ends ${fill} bytes into chunk ${index}: it is truncated; restore from another backup`,
+        : `the artifact ends ${last.length} bytes into chunk ${index}: it is truncated; restore from another backup`,
     );
-  yield decrypt(record.subarray(0, fill), true);
+  yield decrypt(last, true);
 }
 
 /**

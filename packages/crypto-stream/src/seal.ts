@@ -20,7 +20,7 @@ import {
 } from './format.js';
 import { headerMac, passphraseKey, streamKeys, wrapDataKey } from './kdf.js';
 import { KEY_LENGTH_BYTES, type Keyring, type MasterKey, type Passphrase, scryptParams } from './keys.js';
-import { type ByteSource, bytesOf, collect, through } from './source.js';
+import { type ByteSource, bytesOf, collect, FixedBlocks, through } from './source.js';
 
 /** Progress of a seal or open, reported after every chunk. */
 export interface StreamProgress {
@@ -132,30 +132,13 @@ export async function* seal(input: ByteSource, options: SealOptions): AsyncGener
 
   // The final chunk always holds fewer than chunkSize bytes (possibly none), so a reader
   // knows a full-size chunk is never the last one.
-  const pending = Buffer.allocUnsafe(chunkSize);
-  let fill = 0;
+  const blocks = new FixedBlocks(chunkSize);
   for await (const piece of compressed) {
     aborted(options.signal);
-    let at = 0;
-    while (at < piece.length) {
-      if (fill === 0 && piece.length - at >= chunkSize) {
-        // Whole chunks straight from the input: no copy into the pending buffer.
-        yield* encrypt(piece.subarray(at, at + chunkSize), false);
-        at += chunkSize;
-        continue;
-      }
-      const n = Math.min(chunkSize - fill, piece.length - at);
-      piece.copy(pending, fill, at, at + n);
-      fill += n;
-      at += n;
-      if (fill === chunkSize) {
-        yield* encrypt(pending, false);
-        fill = 0;
-      }
-    }
+    for (const block of blocks.push(piece)) yield* encrypt(block, false);
   }
   aborted(options.signal);
-  yield* encrypt(pending.subarray(0, fill), true);
+  yield* encrypt(blocks.rest, true);
 }
 
 /** {@link seal} as a Node Duplex stream: write plaintext, read sealed bytes. */

@@ -32,3 +32,45 @@ export function through(source: AsyncIterable<Uint8Array>, transform: Duplex): A
   pipeline(source, transform).catch(() => {});
   return transform;
 }
+
+/**
+ * Cuts a byte stream into blocks of exactly `size` bytes. A block is a view of the input when
+ * a whole one lies in it (no copy), otherwise of one reused buffer: use each block before
+ * asking for the next. `rest` is what is left after the last full block.
+ */
+export class FixedBlocks {
+  readonly #size: number;
+  readonly #pending: Buffer;
+  #fill = 0;
+
+  constructor(size: number) {
+    this.#size = size;
+    this.#pending = Buffer.allocUnsafe(size);
+  }
+
+  /** Takes `piece` and yields every block it completes. */
+  *push(piece: Buffer): Generator<Buffer> {
+    const size = this.#size;
+    let at = 0;
+    while (at < piece.length) {
+      if (this.#fill === 0 && piece.length - at >= size) {
+        yield piece.subarray(at, at + size);
+        at += size;
+        continue;
+      }
+      const n = Math.min(size - this.#fill, piece.length - at);
+      piece.copy(this.#pending, this.#fill, at, at + n);
+      this.#fill += n;
+      at += n;
+      if (this.#fill === size) {
+        this.#fill = 0;
+        yield this.#pending;
+      }
+    }
+  }
+
+  /** The bytes after the last full block (fewer than `size`, possibly none). */
+  get rest(): Buffer {
+    return this.#pending.subarray(0, this.#fill);
+  }
+}
