@@ -1,16 +1,3 @@
-// Sealing throughput: drkit's seal() in-process (fs read stream -> seal -> fs write stream to a
-// file) vs openssl enc -aes-256-ctr writing a file, alone or behind zstd -3 / gzip -6 in a
-// bash pipeline, on the same input. Goals (issue): none >= 1.0 GB/s per core, zstd-3 >= 150 MB/s
-// per core, gzip-6 faster than `gzip -6 | openssl enc`, peak RSS < 100 MB sealing 2 GB.
-//
-// Both sides write a real file in the same temp dir (no fsync on either side), overwriting
-// their previous output (O_TRUNC) each run; one case also writes to /dev/null on both sides,
-// since filling the page cache with 2 GiB costs seconds on a small VM and hides the cipher.
-// DRKIT_BENCH_READ_MIB sets the read size of the drkit side (default 1 MiB) to try others.
-// The input is built from a 64 MiB pool of 64 KiB blocks, alternately random bytes and JSON
-// lines, repeated to size: each repeat is 64 MiB away, far beyond the windows of gzip (32 KiB)
-// and zstd -3 (a few MiB), so it compresses like fully unique data of the same mix.
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -21,6 +8,7 @@ import { pipeline } from 'node:stream/promises';
 // resolve from bench/ (add it to the root devDependencies to import it by name).
 import { type Compression, masterKey, seal } from '@drkit/crypto-stream';
 import { defineBench } from './lib/define.ts';
+import { sh } from './lib/exec.ts';
 
 const MiB = 1024 * 1024;
 const BIG = 2048 * MiB;
@@ -68,22 +56,6 @@ async function writeRepeated(path: string, data: Buffer, size: number): Promise<
     })(),
     createWriteStream(path),
   );
-}
-
-/** Runs a bash command line with "$1", "$2"... bound to args; rejects with its stderr if it fails. */
-function sh(script: string, ...args: string[]): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('bash', ['-c', `set -euo pipefail; ${script}`, 'bench', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
-    let stderr = '';
-    child.stderr.on('data', (chunk: Buffer) => {
-      stderr += chunk.toString('utf8');
-    });
-    child.on('error', reject);
-    child.on('close', (code, signal) => {
-      if (code === 0) resolve();
-      else reject(new Error(`${script} ${signal ? `was killed by ${signal}` : `exited with code ${code}`}: ${stderr.trim()}`));
-    });
-  });
 }
 
 const OPENSSL = `openssl enc -aes-256-ctr -pbkdf2 -pass ${PASS}`;

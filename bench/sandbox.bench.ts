@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { type PostgresSandbox, startPostgres } from '@drkit/sandbox';
 import { defineBench } from './lib/define.ts';
+import { run } from './lib/exec.ts';
 
 interface Ctx {
   /** postgres:// URL of the database holding table t. */
@@ -21,22 +22,6 @@ interface Ctx {
 // The sandbox lives in the parent (setup and teardown run there); its stop() cannot travel
 // to the children in ctx. It is also stopped if the parent exits without teardown.
 let pg: PostgresSandbox | undefined;
-
-/** Runs a command to completion; rejects with its stderr if it fails. */
-function run(command: string, args: readonly string[]): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { stdio: ['ignore', 'ignore', 'pipe'] });
-    let stderr = '';
-    child.stderr.on('data', (chunk: Buffer) => {
-      stderr += chunk.toString('utf8');
-    });
-    child.on('error', reject);
-    child.on('close', (code, signal) => {
-      if (code === 0) resolve();
-      else reject(new Error(`${command} ${signal ? `was killed by ${signal}` : `exited with code ${code}`}: ${stderr.trim()}`));
-    });
-  });
-}
 
 /** pg_dump -Fc to stdout, piped through a Node stream into `file`. */
 async function dumpThroughNode(ctx: Ctx, file: string): Promise<void> {
