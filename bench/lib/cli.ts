@@ -1,5 +1,5 @@
 /**
- * `pnpm bench [name] [--runs N] [--warmup N]`: runs bench/<name>.bench.ts, or every bench
+ * `pnpm bench [name] [--runs N] [--warmup N] [--case TEXT ...]`: runs bench/<name>.bench.ts, or every bench
  * when no name is given, printing a table per bench to stdout (progress goes to stderr) and
  * writing bench/results/<name>.json.
  * Exit codes: 0 ok, 1 a run (or setup/teardown) failed, 2 bad usage or unknown bench.
@@ -10,7 +10,7 @@ import { MIN_RUNS } from './define.ts';
 import { DEFAULT_OUT_DIR, findBenches, loadBench, runBench } from './run.ts';
 import { formatTable } from './stats.ts';
 
-const USAGE = `usage: pnpm bench [name] [--runs N (>= ${MIN_RUNS})] [--warmup N]`;
+const USAGE = `usage: pnpm bench [name] [--runs N (>= ${MIN_RUNS})] [--warmup N] [--case TEXT (repeatable: only cases whose name contains it)]`;
 
 function usageError(message: string): never {
   console.error(`bench: ${message}`);
@@ -33,7 +33,12 @@ function describe(error: unknown): string {
 function parse() {
   return parseArgs({
     args: process.argv.slice(2),
-    options: { runs: { type: 'string' }, warmup: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+    options: {
+      runs: { type: 'string' },
+      warmup: { type: 'string' },
+      case: { type: 'string', multiple: true },
+      help: { type: 'boolean', short: 'h' },
+    },
     allowPositionals: true,
   });
 }
@@ -75,6 +80,7 @@ async function main(): Promise<number> {
       const rows = await runBench(file, {
         ...(runs === undefined ? {} : { runs }),
         ...(warmup === undefined ? {} : { warmup }),
+        ...(values.case === undefined ? {} : { cases: values.case }),
         outDir: DEFAULT_OUT_DIR,
         log: (line) => console.error(line),
       });

@@ -31,6 +31,8 @@ export interface RunBenchOptions {
   runs?: number;
   /** Warm-up rounds per case, overriding the bench's own. */
   warmup?: number;
+  /** Run only the cases whose name contains one of these. @default every case */
+  cases?: string[];
   /** Where <name>.json goes (created if missing). @default bench/results */
   outDir?: string;
   /** Progress lines (setup, each run, teardown). @default none */
@@ -188,14 +190,18 @@ export async function runBench(file: string, options: RunBenchOptions = {}): Pro
   try {
     const sent = checkJson(bench.name, ctx);
     const steps = runOrder(runs, warmup);
-    const first = bench.cases[0];
+    const cases =
+      options.cases === undefined ? bench.cases : bench.cases.filter((c) => options.cases?.some((part) => c.name.includes(part)));
+    if (cases.length === 0)
+      throw new RangeError(`no case of bench "${bench.name}" matches ${options.cases?.map((c) => `"${c}"`).join(', ')}`);
+    const first = cases[0];
     if (first) {
       // One child that only imports the bench file, so that every timed child finds the
       // worker, the bench and their imports in the compile cache (warm-up 0 included).
       log(`${bench.name}: priming the compile cache`);
       await runInChild(bench.name, { file: path, caseName: first.name, side: 'drkit', ctx: sent, prime: true }, options.exitGraceMs, log);
     }
-    for (const c of bench.cases) {
+    for (const c of cases) {
       log(`${bench.name}: case "${c.name}" (drkit vs ${c.peer.name}): ${warmup} warm-up + ${runs} recorded rounds`);
       const samples: Record<Side, Sample[]> = { drkit: [], peer: [] };
       for (const step of steps) {

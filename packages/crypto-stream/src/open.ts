@@ -4,7 +4,8 @@ import { decompressor } from './compression.js';
 import { isSealError, SealError } from './errors.js';
 import { chunkNonce, decodeHeader, type EncodedHeader, type Header, NONCE_LENGTH, TAG_LENGTH } from './format.js';
 import { type OpenKeys, openHeader } from './kdf.js';
-import type { StreamProgress } from './seal.js';
+import { reclaimer } from './reclaim.js';
+import type { SealOptions, StreamProgress } from './seal.js';
 import { type ByteSource, bytesOf, collect, FixedBlocks, through } from './source.js';
 import { zstdDecompressFrames } from './zstd-frames.js';
 
@@ -14,6 +15,8 @@ export interface OpenOptions {
   keys: OpenKeys;
   signal?: AbortSignal;
   onProgress?: (progress: StreamProgress) => void;
+  /** As {@link SealOptions.reclaimMemory}. @default true */
+  reclaimMemory?: boolean;
 }
 
 /** What a header says, without key material: for manifests, listings and `drkit inspect`. */
@@ -106,8 +109,10 @@ async function* chunksOf(
   const recordSize = header.chunkSize + TAG_LENGTH;
   const nonce = Buffer.alloc(NONCE_LENGTH);
   let index = 0n;
+  const reclaim = reclaimer(options.reclaimMemory);
 
   const decrypt = (record: Buffer, final: boolean): Buffer => {
+    reclaim(record.length);
     if (options.signal?.aborted) throw new SealError('SEAL_ABORTED', 'opening was aborted', { cause: options.signal.reason });
     const body = record.subarray(0, record.length - TAG_LENGTH);
     const decipher = createDecipheriv('aes-256-gcm', chunkKey, chunkNonce(index, final, nonce), { authTagLength: TAG_LENGTH });

@@ -1,0 +1,57 @@
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+
+/**
+ * Bytes of chunk buffers allocated between two young-generation collections.
+ *
+ * Why this exists: every chunk allocates a fresh ciphertext (or plaintext) buffer outside
+ * the JS heap, held by a tiny JS object. The objects are too small to fill V8's young
+ * generation, so V8 only collects them once 64 MiB of outside memory has built up, and a
+ * 2 GB seal then peaks at ~130 MB RSS with freshly mapped pages for every chunk. A young
+ * collection every 16 MiB costs well under a millisecond (the dead buffers are the only
+ * garbage), frees them while their pages are still warm, and measured on the seal path:
+ * peak RSS 130 → 80–95 MB, and throughput up rather than down (the allocator reuses
+ * the same pages instead of faulting in new ones). See `pnpm bench crypto`.
+ */
+export const RECLAIM_EVERY_BYTES = 16 * 1024 * 1024;
+
+type Collector = (options: { type: 'minor'; execution: 'sync' }) => void;
+
+let collector: Collector | null | undefined;
+
+/**
+ * V8's collector, or null where it cannot be had. `--expose-gc` set after start-up only
+ * installs `gc` in contexts created afterwards, hence the fresh context.
+ */
+function youngCollector(): Collector | null {
+  if (collector !== undefined) return collector;
+  try {
+    const existing = (globalThis as { gc?: unknown }).gc;
+    if (typeof existing === 'function') collector = existing as Collector;
+    else {
+      setFlagsFromString('--expose-gc');
+      const gc: unknown = runInNewContext('typeof gc === "function" ? gc : undefined');
+      collector = typeof gc === 'function' ? (gc as Collector) : null;
+    }
+  } catch {
+    collector = null;
+  }
+  return collector;
+}
+
+/**
+ * Returns a function to call with the size of each chunk buffer a stream lets go of; it runs
+ * a young-generation collection every {@link RECLAIM_EVERY_BYTES}. With `enabled` false (or
+ * where V8's collector is unavailable) it does nothing.
+ */
+export function reclaimer(enabled = true): (bytes: number) => void {
+  const gc = enabled ? youngCollector() : null;
+  if (!gc) return () => {};
+  let since = 0;
+  return (bytes) => {
+    since += bytes;
+    if (since < RECLAIM_EVERY_BYTES) return;
+    since = 0;
+    gc({ type: 'minor', execution: 'sync' });
+  };
+}
