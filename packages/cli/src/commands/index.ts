@@ -1,8 +1,27 @@
 import type { Command } from '../command.js';
+import {
+  backupGetCommand,
+  backupListCommand,
+  backupOrphansCommand,
+  backupPutCommand,
+  backupVerifyCommand,
+  pruneCommand,
+} from './backup.js';
 import { doctorCommand } from './doctor.js';
 import { keyGenerateCommand } from './key.js';
 import { openCommand } from './open.js';
 import { sealCommand } from './seal.js';
 
 /** Every built-in `drkit` command, in the order help lists them. */
-export const allCommands: readonly Command[] = [doctorCommand, keyGenerateCommand, sealCommand, openCommand] as unknown as Command[];
+export const allCommands: readonly Command[] = [
+  doctorCommand,
+  keyGenerateCommand,
+  sealCommand,
+  openCommand,
+  backupPutCommand,
+  backupGetCommand,
+  backupListCommand,
+  backupVerifyCommand,
+  backupOrphansCommand,
+  pruneCommand,
+] as unknown as Command[];
