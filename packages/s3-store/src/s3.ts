@@ -594,7 +594,12 @@ export function createS3Store(options: S3StoreOptions): Store {
     // a reaction on it holding its result, i.e. every chunk of the body.
     let interrupt: ((error: unknown) => void) | undefined;
     const unlessFailed = <T>(promise: Promise<T>): Promise<T> => {
-      if (failure !== undefined) return Promise.reject(failure);
+      if (failure !== undefined) {
+        // The failure may have come from inside `promise` itself (a source that fails or
+        // aborts as it is asked for its next chunk): it is settled and reported already.
+        promise.catch(() => {});
+        return Promise.reject(failure);
+      }
       return new Promise<T>((resolve, reject) => {
         interrupt = reject;
         promise.then(

@@ -7,7 +7,9 @@
 // before handing the request to s3rver, so bad credentials fail here as they do on AWS.
 // Runs as a standalone script: no relative imports, erasable types only.
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
+import { rm, stat } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { join } from 'node:path';
 import S3rver from 's3rver';
 
 const [dir, bucketList, port, accessKeyId = 'S3RVER', secretAccessKey = 'S3RVER'] = process.argv.slice(2);
@@ -112,9 +114,37 @@ const s3rver = new S3rver({
 });
 const handle = s3rver.callback();
 
+function xmlError(res: ServerResponse, status: number, code: string, message: string): void {
+  res.writeHead(status, { 'content-type': 'application/xml' });
+  res.end(`<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${code}</Code><Message>${message}</Message></Error>`);
+}
+
+/**
+ * AbortMultipartUpload (DELETE /bucket/key?uploadId=ID), which s3rver 3.7.1 answers with 405:
+ * as on S3, the upload's stored parts are deleted and the upload id stops existing. Without it
+ * a test could not tell a driver that aborts its failed uploads from one that leaks them.
+ */
+async function abortMultipartUpload(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const url = new URL(req.url ?? '/', 'http://localhost');
+  const bucket = decodeURIComponent(url.pathname.split('/')[1] ?? '');
+  const uploadId = url.searchParams.get('uploadId') ?? '';
+  req.resume();
+  if (!buckets.includes(bucket)) return xmlError(res, 404, 'NoSuchBucket', 'The specified bucket does not exist');
+  // s3rver keeps an upload's parts in <dir>/<bucket>/._S3rver_uploads/<uploadId>/.
+  const parts = join(dir as string, bucket, '._S3rver_uploads', uploadId);
+  const exists = /^[A-Za-z0-9._-]+$/.test(uploadId) && (await stat(parts).catch(() => undefined))?.isDirectory();
+  if (!exists) return xmlError(res, 404, 'NoSuchUpload', 'The specified multipart upload does not exist.');
+  await rm(parts, { recursive: true, force: true });
+  res.writeHead(204).end();
+}
+
 const server = createServer((req: IncomingMessage, res: ServerResponse) => {
   const failure = checkSignature(req);
   if (!failure) {
+    if (req.method === 'DELETE' && /[?&]uploadId=/.test(req.url ?? '')) {
+      abortMultipartUpload(req, res).catch((error: unknown) => xmlError(res, 500, 'InternalError', String(error)));
+      return;
+    }
     handle(req, res);
     return;
   }
