@@ -8,6 +8,7 @@ import { abortedError, StoreError, throwIfAborted } from './errors.js';
 import { acquireFsLock, readFsLock } from './fs-lock.js';
 import {
   type ByteSource,
+  checkPutResult,
   chunksOf,
   type GetOptions,
   type Lease,
@@ -21,6 +22,7 @@ import {
   type PutResult,
   RESERVED_PREFIX,
   type Store,
+  sourceError,
 } from './store.js';
 
 /** Options of {@link createFsStore}. */
@@ -253,27 +255,4 @@ export function checkRange(key: string, range: { start: number; end?: number }, 
     );
   if (start >= size && !(start === 0 && size === 0))
     throw new StoreError('STORE_OPTIONS_INVALID', `get ${key}: range starts at byte ${start} but the object has ${size} bytes`);
-}
-
-/** The error of a put whose body failed (a dump that died): nothing was stored. */
-export function sourceError(key: string, error: unknown): StoreError {
-  const message = error instanceof Error ? error.message : String(error);
-  return new StoreError('STORE_IO', `put ${key}: reading the data to store failed (${message}); nothing was stored`, { cause: error });
-}
-
-/**
- * Compares what a put received with what its caller announced.
- * @throws StoreError STORE_INTEGRITY
- */
-export function checkPutResult(key: string, size: number, sha256: string, options: PutOptions): void {
-  if (options.size !== undefined && options.size !== size)
-    throw new StoreError(
-      'STORE_INTEGRITY',
-      `put ${key}: ${size} bytes arrived but ${options.size} were announced; nothing was stored, run the backup again`,
-    );
-  if (options.sha256 !== undefined && options.sha256.toLowerCase() !== sha256)
-    throw new StoreError(
-      'STORE_INTEGRITY',
-      `put ${key}: the bytes hash to sha256 ${sha256}, not the expected ${options.sha256}; nothing was stored, run the backup again`,
-    );
 }

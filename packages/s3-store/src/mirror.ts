@@ -1,9 +1,9 @@
 import { createHash } from 'node:crypto';
 import { PassThrough, type Readable } from 'node:stream';
 import { abortedError, isStoreError, StoreError, throwIfAborted } from './errors.js';
-import { checkPutResult, sourceError } from './fs-store.js';
 import {
   type ByteSource,
+  checkPutResult,
   chunksOf,
   type GetOptions,
   type ListOptions,
@@ -13,6 +13,7 @@ import {
   type PutResult,
   type Store,
   type StoreEventListener,
+  sourceError,
 } from './store.js';
 
 /** Options of {@link createMirroredStore}. */

@@ -33,11 +33,11 @@ import {
   UploadPartCommand,
 } from '@aws-sdk/client-s3';
 import { abortedError, StoreError, throwIfAborted } from './errors.js';
-import { checkPutResult, sourceError } from './fs-store.js';
 import { describeS3Error, errorCodeOf, httpStatusOf, isAbortError, isTransientError, redact, toStoreError } from './s3-errors.js';
 import { acquireS3Lock, readS3Lock } from './s3-lock.js';
 import {
   type ByteSource,
+  checkPutResult,
   chunksOf,
   type GetOptions,
   type Lease,
@@ -54,6 +54,7 @@ import {
   type Store,
   type StoreEvent,
   type StoreEventListener,
+  sourceError,
 } from './store.js';
 
 const MiB = 1024 * 1024;

@@ -195,3 +195,26 @@ export async function* chunksOf(body: ByteSource): AsyncGenerator<Buffer> {
     yield Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
   }
 }
+
+/** The error of a put whose body failed (a dump that died): nothing was stored. */
+export function sourceError(key: string, error: unknown): StoreError {
+  const message = error instanceof Error ? error.message : String(error);
+  return new StoreError('STORE_IO', `put ${key}: reading the data to store failed (${message}); nothing was stored`, { cause: error });
+}
+
+/**
+ * Compares what a put received with what its caller announced.
+ * @throws StoreError STORE_INTEGRITY
+ */
+export function checkPutResult(key: string, size: number, sha256: string, options: PutOptions): void {
+  if (options.size !== undefined && options.size !== size)
+    throw new StoreError(
+      'STORE_INTEGRITY',
+      `put ${key}: ${size} bytes arrived but ${options.size} were announced; nothing was stored, run the backup again`,
+    );
+  if (options.sha256 !== undefined && options.sha256.toLowerCase() !== sha256)
+    throw new StoreError(
+      'STORE_INTEGRITY',
+      `put ${key}: the bytes hash to sha256 ${sha256}, not the expected ${options.sha256}; nothing was stored, run the backup again`,
+    );
+}
