@@ -30,10 +30,13 @@ async function growthOutsideHeap(stream: AsyncIterable<Buffer>): Promise<{ peak:
 describe('memory reclaiming', () => {
   const key = masterKey(randomBytes(32), 'mem');
 
-  // Without the young collections V8 lets ~64 MiB of dead chunk buffers pile up before it
-  // frees them (measured: 60-120 MiB of growth here); with them, RECLAIM_EVERY_BYTES plus the
-  // few live chunks and whatever the sweeper has not yet handed back (measured: 18-24 MiB).
-  const BOUND = RECLAIM_EVERY_BYTES + 24 * MiB;
+  // Without the young collections V8 waits for 64 MiB of outside memory before it frees the
+  // dead chunk buffers (measured: 60-120 MiB of growth here). With them the growth is
+  // RECLAIM_EVERY_BYTES plus the few live chunks plus whatever the concurrent sweeper has not
+  // yet handed back: 18-24 MiB on an idle machine, up to 43 MiB while the other test files
+  // keep both cores busy and the sweeper thread waits for one. The bound sits below V8's own
+  // 64 MiB trigger, so a stream that stops reclaiming still fails it.
+  const BOUND = RECLAIM_EVERY_BYTES + 40 * MiB;
 
   it('seal keeps dead chunk buffers bounded over 256 MiB', async () => {
     const { peak, bytes } = await growthOutsideHeap(seal(fresh(TOTAL), { key, compression: 'none' }));
