@@ -24,6 +24,7 @@ type Params = z.output<typeof params>;
 
 /** Records that a step ran, so a test can count runs per step. */
 function ran(p: Params, id: string): void {
+  mkdirSync(dirname(p.marker), { recursive: true });
   appendFileSync(`${p.marker}.steps`, `${id}\n`);
 }
 
@@ -194,9 +195,12 @@ const sample = defineRunbook({
       readOnly: true,
       idempotent: true,
       run: async (ctx) => {
+        // Reading the write's output ties this check to it: a dry run, which does not write,
+        // says the check cannot be made rather than failing it or pretending it passed.
+        const { written } = ctx.output(write);
         ran(ctx.params, 'verify-marker');
         const content = existsSync(ctx.params.marker) ? readFileSync(ctx.params.marker, 'utf8') : null;
-        if (content !== ctx.params.content)
+        if (content?.length !== written || content !== ctx.params.content)
           throw new Error(`${ctx.params.marker} contains ${JSON.stringify(content)}, expected ${JSON.stringify(ctx.params.content)}`);
         if (ctx.params.healthCheck) {
           const check = await ctx.health(ctx.params.healthCheck).check({ signal: ctx.signal });

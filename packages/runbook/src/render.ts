@@ -67,7 +67,7 @@ export function createEventRenderer(): (event: RunEvent) => string | undefined {
       case 'step-finish':
         return `${time(event.at)} ✔ ${event.step} (${formatElapsed(event.durationMs)})`;
       case 'step-fail':
-        return `${time(event.at)} ✘ ${event.step}: ${event.code}: ${event.message}${event.willRetry ? ' (will retry)' : event.critical ? '' : ' (not critical: going on)'}`;
+        return `${time(event.at)} ✘ ${event.step}: ${event.message.startsWith(event.code) ? '' : `${event.code}: `}${event.message}${event.willRetry ? ' (will retry)' : event.critical ? '' : ' (not critical: going on)'}`;
       case 'step-skip':
         return `${time(event.at)} · ${event.step}: skipped (${event.reason})`;
       case 'would-run':
