@@ -197,8 +197,38 @@ describe('the canary secret', () => {
 describe('the command line', () => {
   it('--plan prints every step, phase, budget, gate and effect, with no socket, process or write', async () => {
     const s = scenario('plan');
+    const config = join(s.dir, 'drkit.config.json');
+    writeFileSync(
+      config,
+      JSON.stringify({
+        environments: {
+          staging: {
+            services: { api: { type: 'command', start: 'systemctl start api', stop: 'systemctl stop api' } },
+            health: { api: { type: 'http', url: 'http://127.0.0.1:9/health' } },
+            notify: { chat: { type: 'slack', webhookUrl: { env: 'UNSET_SLACK_URL' } } },
+          },
+        },
+      }),
+    );
     // Node runs the sample itself (type stripping), so no compiler process is started either.
-    const outcome = await node(['--import', NO_IO, SAMPLE, '--plan', '--marker', s.marker, '--runs-dir', s.runsDir]);
+    const outcome = await node([
+      '--import',
+      NO_IO,
+      SAMPLE,
+      '--plan',
+      '--env',
+      'staging',
+      '--config',
+      config,
+      '--app',
+      'api',
+      '--health-check',
+      'api',
+      '--marker',
+      s.marker,
+      '--runs-dir',
+      s.runsDir,
+    ]);
     expect(outcome.code, outcome.stderr).toBe(0);
     const violations = JSON.parse(/NO-IO-VIOLATIONS (.*)/.exec(outcome.stderr)?.[1] ?? 'null');
     expect(violations).toEqual([]);
@@ -210,6 +240,9 @@ describe('the command line', () => {
     expect(outcome.stdout).toMatch(/write-marker: Replace the marker file {2}\[DESTRUCTIVE/);
     expect(outcome.stdout).toContain(`write 8 bytes to ${s.marker}.staging`);
     expect(outcome.stdout).toMatch(/canary: from DRKIT_CANARY_SECRET \(NOT SET/);
+    // The service's commands are described, not run.
+    expect(outcome.stdout).toContain('systemctl stop api');
+    expect(outcome.stdout).toContain('systemctl start api');
     expect(existsSync(s.runsDir)).toBe(false);
     expect(existsSync(s.marker)).toBe(false);
   });

@@ -1,5 +1,6 @@
 import type { z } from 'zod';
 import type { Clock } from './clock.js';
+import { durationProblem, parseDuration } from './config/duration.js';
 import type { EnvironmentConfig } from './config/schema.js';
 import { RunbookError } from './errors.js';
 import type { HealthCheck } from './health/check.js';
@@ -201,24 +202,11 @@ export interface Runbook<S extends z.ZodType = z.ZodType> {
 
 const ID = /^[a-z0-9][a-z0-9-]{0,63}$/;
 
-/** Milliseconds of a {@link Duration}. */
+/** Milliseconds of a {@link Duration}; a bad one is RUNBOOK_DEFINITION_INVALID naming `what`. */
 export function durationMs(value: Duration, what: string): number {
-  if (typeof value === 'number') {
-    if (!Number.isFinite(value) || value < 0) throw invalid(`${what} must be a positive number of ms, got ${value}`);
-    return value;
-  }
-  const text = value.trim();
-  const re = /(\d+(?:\.\d+)?)(ms|h|m|s|d)/gy;
-  let total = 0;
-  let at = 0;
-  for (let match = re.exec(text); match; match = re.exec(text)) {
-    const n = Number(match[1]);
-    const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[match[2] as 'ms'];
-    total += n * unit;
-    at = re.lastIndex;
-  }
-  if (text === '' || at !== text.length) throw invalid(`${what}: "${value}" is not a duration (use e.g. "15m", "1h30m", "90s", "500ms")`);
-  return Math.round(total);
+  const problem = durationProblem(value);
+  if (problem !== undefined) throw invalid(`${what}: ${problem}`);
+  return parseDuration(value);
 }
 
 function invalid(message: string): RunbookError {

@@ -654,7 +654,7 @@ export async function run(runbook: Runbook, options: RunOptions = {}): Promise<R
         }
       }
 
-      const outcome = await runStep(handle, d, rec);
+      const outcome = await runStep(d, rec);
       if (outcome === 'ok') {
         finishedSteps.push(handle);
         continue;
@@ -759,11 +759,7 @@ export async function run(runbook: Runbook, options: RunOptions = {}): Promise<R
   };
 
   /** Runs one step with its retries; says whether the run goes on. */
-  async function runStep(
-    handle: StepHandle<unknown>,
-    d: StepDefinition<never, unknown>,
-    rec: StepRecord,
-  ): Promise<'ok' | 'passed-over' | 'stop'> {
+  async function runStep(d: StepDefinition<never, unknown>, rec: StepRecord): Promise<'ok' | 'passed-over' | 'stop'> {
     const attempts = d.retry?.attempts ?? 1;
     let wait = d.retry?.backoff !== undefined ? durationMs(d.retry.backoff, `${d.id} retry backoff`) : 1000;
     const timeoutMs = d.timeout !== undefined ? durationMs(d.timeout, `${d.id} timeout`) : undefined;

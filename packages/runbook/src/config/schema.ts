@@ -144,18 +144,23 @@ const httpHealthSchema = z.strictObject({
   timeoutMs: positiveMs.exactOptional(),
 });
 
-const postgresHealthSchema = z.strictObject({
-  type: z.literal('postgres'),
-  url: connectionUrl(['postgres:', 'postgresql:']).exactOptional(),
-  host: text.exactOptional(),
-  port: z.int().min(1).max(65_535).exactOptional(),
-  user: text.exactOptional(),
-  database: text.exactOptional(),
-  passwordEnv: envVarName.exactOptional(),
-  query: text.exactOptional(),
-  expect: z.union([z.string(), z.number()]).exactOptional(),
-  timeoutMs: positiveMs.exactOptional(),
-});
+const postgresHealthSchema = z
+  .strictObject({
+    type: z.literal('postgres'),
+    url: connectionUrl(['postgres:', 'postgresql:']).exactOptional(),
+    host: text.exactOptional(),
+    port: z.int().min(1).max(65_535).exactOptional(),
+    user: text.exactOptional(),
+    database: text.exactOptional(),
+    passwordEnv: envVarName.exactOptional(),
+    query: text.exactOptional(),
+    expect: z.union([z.string(), z.number()]).exactOptional(),
+    timeoutMs: positiveMs.exactOptional(),
+  })
+  .refine((c) => c.url === undefined || [c.host, c.port, c.user, c.database].every((v) => v === undefined), {
+    message: 'give either url or host/port/user/database, not both',
+    path: ['url'],
+  });
 
 const redisHealthSchema = z.strictObject({
   type: z.literal('redis'),

@@ -1,0 +1,78 @@
+// The engine's incident messages on the wall clock, delivered over real HTTP to a local server.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { defineRunbook, run } from '../src/index.js';
+import { type HttpRecorder, startHttpRecorder } from './support/http-recorder.js';
+
+let slack: HttpRecorder;
+const dirs: string[] = [];
+beforeAll(async () => {
+  slack = await startHttpRecorder();
+});
+afterAll(async () => {
+  await slack?.close();
+  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+});
+
+describe('notifications of a run on the wall clock', () => {
+  it('an overrunning phase is announced within a second, while its step is still running', async () => {
+    let overrunSeenDuringStep = false;
+    const runbook = defineRunbook({
+      id: 'slow-restore',
+      title: 'Slow restore',
+      severity: 'sev1',
+      category: 3,
+      impact: 'Checkout is down',
+      rto: '1h',
+      params: z.object({}),
+      phases: { restoration: '300ms', verification: '1m' },
+      steps: (s) => [
+        s({
+          id: 'restore',
+          title: 'Restore',
+          phase: 'restoration',
+          run: async (ctx) => {
+            // Poll the real server: the overrun message must arrive before this step ends.
+            const deadline = Date.now() + 3000;
+            while (Date.now() < deadline) {
+              if (slack.requests.some((r) => r.raw.includes('OVER BUDGET'))) {
+                overrunSeenDuringStep = true;
+                break;
+              }
+              await ctx.sleep(50);
+            }
+            return null;
+          },
+        }),
+        s({ id: 'check', title: 'Check', phase: 'verification', readOnly: true, run: () => null }),
+      ],
+    });
+    const dir = mkdtempSync(join(tmpdir(), 'drkit-notify-run-'));
+    dirs.push(dir);
+    const started = Date.now();
+    const result = await run(runbook, {
+      runsDir: join(dir, 'runs'),
+      environment: 'production',
+      config: {
+        environments: {
+          production: { product: 'Acme', notify: { chat: { type: 'slack', webhookUrl: { env: 'TEST_SLACK_URL' } } } },
+        },
+      },
+      env: { TEST_SLACK_URL: `${slack.url}/hooks/secret-path` },
+    });
+    expect(result.status).toBe('succeeded');
+    expect(overrunSeenDuringStep).toBe(true);
+    const overrun = slack.requests.find((r) => r.raw.includes('OVER BUDGET'));
+    expect(overrun).toBeDefined();
+    const texts = slack.requests.map((r) => (r.body as { text: string }).text);
+    expect(texts[0]).toMatch(
+      /^(<!here> )?🚨 ACME INCIDENT - Sev1 - Critical\n\nImpact: Checkout is down\nStatus: .*\nETA: Unknown\n\nUpdates will follow every 15 minutes\./,
+    );
+    expect(texts.at(-1)).toMatch(/✅ ACME INCIDENT RESOLVED\n\nDuration: \d+ seconds?\nImpact: Checkout is down\nRoot Cause: /);
+    expect(Date.now() - started).toBeLessThan(10_000);
+    expect(result.report?.notifications.filter((n) => n.ok).length).toBe(slack.requests.length);
+  });
+});
