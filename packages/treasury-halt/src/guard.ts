@@ -88,7 +88,7 @@ export async function createHaltGuard(options: HaltGuardOptions): Promise<HaltGu
     // Epochs only grow: a late read or a late message never rolls the state back.
     if (before && next.epoch < before.epoch) return;
     state = next;
-    if (next.halted && (!before || !before.halted || before.epoch !== next.epoch)) emitter.emit('halt', next);
+    if (next.halted && (!before?.halted || before.epoch !== next.epoch)) emitter.emit('halt', next);
     if (!next.halted && before?.halted) emitter.emit('release', next);
     if (before?.epoch !== next.epoch || before?.halted !== next.halted) void beat();
   };

@@ -8,6 +8,7 @@ import {
   pruneCommand,
 } from './backup.js';
 import { doctorCommand } from './doctor.js';
+import { haltAuditCommand, haltEngageCommand, haltReleaseCommand, haltStatusCommand, haltVerifyCommand } from './halt.js';
 import { keyGenerateCommand } from './key.js';
 import { openCommand } from './open.js';
 import { sealCommand } from './seal.js';
@@ -24,4 +25,9 @@ export const allCommands: readonly Command[] = [
   backupVerifyCommand,
   backupOrphansCommand,
   pruneCommand,
+  haltEngageCommand,
+  haltStatusCommand,
+  haltVerifyCommand,
+  haltReleaseCommand,
+  haltAuditCommand,
 ] as unknown as Command[];
