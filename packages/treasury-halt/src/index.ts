@@ -22,3 +22,4 @@ export {
 } from './halt.js';
 export { DEFAULT_PREFIX, type HaltKeys, type HaltState, haltKeys, type WorkerHeartbeat } from './keys.js';
 export { assertHalted, type VerifyResult, verifyHalted, type WorkerVerdict } from './verify.js';
+export * from './wallet/index.js';
