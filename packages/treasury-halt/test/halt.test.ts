@@ -34,6 +34,8 @@ let prefix = '';
 beforeAll(async () => {
   [redisServer, postgres] = await Promise.all([startRedis(), startPostgres()]);
   db = new pg.Pool(postgres.connection());
+  // The server going away at teardown reaches idle clients as an error event; it is expected then.
+  db.on('error', () => {});
   redis = client();
   await migrateAudit(db);
 });
@@ -218,6 +220,23 @@ describe('guard', () => {
     const error = await g.assertTradingAllowed().catch((e: unknown) => e);
     expect(isHaltError(error, 'HALT_STATE_UNKNOWN')).toBe(true);
     expect(Date.now() - started).toBeLessThan(1000);
+  });
+
+  it('a worker process that loses its Redis connection refuses every order until it is back', async () => {
+    const p = await proxy(redisServer.port);
+    const worker = startWorker('cut-off', p.url);
+    await worker.ready;
+    expect(await until(() => worker.lines.some((l) => l.event === 'order'), 5000)).toBe(true);
+    const cutAt = Date.now();
+    await p.cut();
+    expect(await until(() => worker.lines.some((l) => l.event === 'refused' && l.at >= cutAt), 3000)).toBe(true);
+    const firstRefusal = worker.lines.find((l) => l.event === 'refused' && l.at >= cutAt) as Line;
+    expect(firstRefusal.code).toBe('HALT_STATE_UNKNOWN');
+    expect(firstRefusal.at - cutAt).toBeLessThan(1000);
+    // Keep watching for a while: no order goes through without a connection.
+    await new Promise((r) => setTimeout(r, 500));
+    expect(worker.lines.filter((l) => l.event === 'order' && l.at > firstRefusal.at)).toEqual([]);
+    worker.child.kill('SIGKILL');
   });
 
   it('rejects an order prepared before a halt, even after the halt is released', async () => {
