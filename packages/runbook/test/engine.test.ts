@@ -17,6 +17,16 @@ function tempDir(): string {
 
 const MIN = 60_000;
 
+/** The definition fields of the small one-phase runbooks below, which differ only in their steps. */
+const ONE_PHASE = {
+  title: 'One phase',
+  severity: 'sev3' as const,
+  category: 1 as const,
+  rto: '1h',
+  params: z.object({}),
+  phases: { only: '10m' },
+};
+
 /** A runbook whose steps record their calls in `calls`. */
 function counting(calls: string[], options: { destructive?: boolean; slow?: number; critical?: boolean } = {}) {
   return defineRunbook({
@@ -221,13 +231,8 @@ describe('failures', () => {
   it('an idempotent step is retried with backoff on the run clock', async () => {
     let attempts = 0;
     const rb = defineRunbook({
+      ...ONE_PHASE,
       id: 'retrying',
-      title: 'Retrying',
-      severity: 'sev3',
-      category: 1,
-      rto: '1h',
-      params: z.object({}),
-      phases: { only: '10m' },
       steps: (s) => [
         s({
           id: 'flaky',
@@ -253,13 +258,8 @@ describe('failures', () => {
 
   it('a step that overruns its timeout is aborted, and its child process killed', async () => {
     const rb = defineRunbook({
+      ...ONE_PHASE,
       id: 'hanging',
-      title: 'Hanging',
-      severity: 'sev3',
-      category: 1,
-      rto: '1h',
-      params: z.object({}),
-      phases: { only: '10m' },
       steps: (s) => [
         s({
           id: 'hang',
@@ -283,13 +283,8 @@ describe('failures', () => {
   it('onFailure "undo" reverts the completed steps in reverse order', async () => {
     const undone: string[] = [];
     const rb = defineRunbook({
+      ...ONE_PHASE,
       id: 'undoing',
-      title: 'Undoing',
-      severity: 'sev3',
-      category: 1,
-      rto: '1h',
-      params: z.object({}),
-      phases: { only: '10m' },
       onFailure: 'undo',
       steps: (s) => [
         s({ id: 'one', title: 'One', phase: 'only', run: () => 1, undo: () => void undone.push('one') }),
@@ -311,13 +306,8 @@ describe('failures', () => {
   it('an abort signal stops the run between steps with status aborted', async () => {
     const controller = new AbortController();
     const rb = defineRunbook({
+      ...ONE_PHASE,
       id: 'aborting',
-      title: 'Aborting',
-      severity: 'sev3',
-      category: 1,
-      rto: '1h',
-      params: z.object({}),
-      phases: { only: '10m' },
       steps: (s) => [
         s({ id: 'one', title: 'One', phase: 'only', run: () => void controller.abort() }),
         s({ id: 'two', title: 'Two', phase: 'only', run: () => 2 }),
