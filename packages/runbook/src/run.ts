@@ -34,7 +34,7 @@ import {
   readJournal,
   runDir,
 } from './journal.js';
-import { createLogger, type LogEntry, type Logger } from './log.js';
+import { createLogger, type LogEntry } from './log.js';
 import { IncidentNotifications } from './notifications.js';
 import type { Notifier } from './notify/notifier.js';
 import { Redactor } from './redact.js';
@@ -284,7 +284,6 @@ export async function run(runbook: Runbook, options: RunOptions = {}): Promise<R
     }
   const runId = resumed?.header.runId ?? newRunId(runbook.id, clock.now());
 
-  const shellLog: Logger[] = [];
   let logSink: (entry: LogEntry) => void = () => {};
   const log = createLogger({ sink: (entry) => logSink(entry), redactor, now: () => clock.now() });
   const controllers = new Map<string, ServiceController>();
@@ -326,7 +325,6 @@ export async function run(runbook: Runbook, options: RunOptions = {}): Promise<R
       return check;
     },
   });
-  void shellLog;
 
   const planContext = baseContext((h) => {
     if (outputs.has(h.id)) return outputs.get(h.id);
@@ -359,17 +357,18 @@ export async function run(runbook: Runbook, options: RunOptions = {}): Promise<R
       steps: steps.filter((s) => definitionOf(s).phase === p.name).map((s) => s.id),
     }));
 
+  /** Hands an event that is already redacted to the listener. */
   const emit = (event: RunEvent) => {
     if (!listener) return;
     try {
-      listener(redactor.value(event));
+      listener(event);
     } catch {
       // A listener's bug must not stop a recovery.
     }
   };
 
   if (mode === 'plan') {
-    const plan: Extract<RunEvent, { kind: 'plan' }> = {
+    const plan: Extract<RunEvent, { kind: 'plan' }> = redactor.value({
       kind: 'plan',
       runbook: runbook.id,
       title: runbook.title,
@@ -378,9 +377,9 @@ export async function run(runbook: Runbook, options: RunOptions = {}): Promise<R
       phases: plannedPhases(),
       steps: plannedSteps().filter((s) => selected(s.id)),
       secrets: secretList,
-    };
+    });
     emit(plan);
-    return { runId: '', status: 'planned', exitCode: 0, runbook: runbook.id, environment, mode, steps: [], plan: redactor.value(plan) };
+    return { runId: '', status: 'planned', exitCode: 0, runbook: runbook.id, environment, mode, steps: [], plan };
   }
 
   // Execute and dry-run from here on.
@@ -693,7 +692,6 @@ export async function run(runbook: Runbook, options: RunOptions = {}): Promise<R
   }
 
   const finishedAt = clock.now();
-  let finishRecorded = true;
   try {
     record({
       t: 'run-finish',
@@ -702,7 +700,7 @@ export async function run(runbook: Runbook, options: RunOptions = {}): Promise<R
       ...(failure ? { code: failure.code, message: failure.message } : {}),
     });
   } catch {
-    finishRecorded = false;
+    // A full disk: the run still reports and notifies; a resume sees it as unfinished.
   }
   if (notifications) {
     notifications.stopUpdates();
@@ -743,7 +741,6 @@ export async function run(runbook: Runbook, options: RunOptions = {}): Promise<R
   });
   await lease?.release().catch(() => {});
   await lockStore?.close?.();
-  void finishRecorded;
 
   return {
     runId,
