@@ -140,9 +140,24 @@ function s3Backend(target: S3LockTarget, mode: 'list' | 'auto'): Backend {
     acquire: async (name, options) => track(await acquireS3Lock(target, name, { ...options, mode })),
     read: (name) => readS3Lock(target, name),
     removeUnderneath: async (name, lease) => {
-      await target.client.send(
-        new DeleteObjectCommand({ Bucket: target.bucket, Key: `${target.prefix}.drkit-locks/${name}/${lease.info.token}/entry.json` }),
-      );
+      const Key = `${target.prefix}.drkit-locks/${name}/${lease.info.token}/entry.json`;
+      // Without conditional writes, a deletion that falls between a renewal's read and its
+      // rewrite is undone by that rewrite (docs/LOCKS.md says so). An operator deletes again;
+      // so does this helper, until the entry stays gone or the holder has noticed.
+      const exists = () =>
+        target.client.send(new HeadObjectCommand({ Bucket: target.bucket, Key })).then(
+          () => true,
+          () => false,
+        );
+      for (let attempt = 0; attempt < 5 && !lease.signal.aborted; attempt++) {
+        await target.client.send(new DeleteObjectCommand({ Bucket: target.bucket, Key }));
+        let back = false;
+        for (const until = performance.now() + 1_000; !back && !lease.signal.aborted && performance.now() < until; ) {
+          await sleep(50);
+          back = await exists();
+        }
+        if (!back) return;
+      }
     },
   };
 }
