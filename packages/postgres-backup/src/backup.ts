@@ -5,7 +5,7 @@ import { POSTGRES_GLOBALS_KIND, POSTGRES_KIND, type PostgresFingerprintRecord } 
 import { connect, connectionError, libpqEnv, type PgTarget, pgTarget } from './connection.js';
 import { messageOf, PgBackupError, throwIfAborted } from './errors.js';
 import { emitter, type PgBackupEventListener, throttledProgress } from './events.js';
-import { type FingerprintFailure, readDatabaseProperties, takeFingerprint } from './fingerprint.js';
+import { type FingerprintFailure, readDatabaseProperties, readSequences, takeFingerprint } from './fingerprint.js';
 import { checkClientVersion, errorLines, findTool, startTool, type ToolInfo, type ToolProcess } from './tools.js';
 
 /** The version drkit records as the tool of its manifests. */
@@ -115,6 +115,9 @@ export async function backupPostgres(options: BackupPostgresOptions): Promise<Po
     inTransaction = true;
     const snapshot = (await client.query<{ id: string }>('SELECT pg_export_snapshot() AS id')).rows[0]?.id as string;
 
+    // Sequences are not frozen by the snapshot: read them before pg_dump does (see readSequences).
+    const sequenceFailures: FingerprintFailure[] = [];
+    const sequences = await readSequences(client, { bestEffort: options.bestEffortFingerprint === true, failures: sequenceFailures });
     emit({
       type: 'step',
       step: 'dump',
@@ -140,8 +143,8 @@ export async function backupPostgres(options: BackupPostgresOptions): Promise<Po
     dumping = dump;
 
     let fingerprintFailures: FingerprintFailure[] = [];
-    const fingerprinting = takeFingerprint(client, { bestEffort: options.bestEffortFingerprint === true }).then((f) => {
-      fingerprintFailures = f.failures;
+    const fingerprinting = takeFingerprint(client, { bestEffort: options.bestEffortFingerprint === true, sequences }).then((f) => {
+      fingerprintFailures = [...sequenceFailures, ...f.failures];
       return f;
     });
     // Surfaced through beforeManifest; never an unhandled rejection if the dump fails first.
@@ -224,7 +227,8 @@ export async function backupPostgres(options: BackupPostgresOptions): Promise<Po
   } catch (error) {
     if (options.signal?.aborted && !(error instanceof PgBackupError && error.code === 'PG_ABORTED'))
       throw new PgBackupError('PG_ABORTED', `the backup of ${target.description} was aborted; no backup was recorded`, { cause: error });
-    throw error;
+    // The store reports a failed source as its own I/O error; pg_dump's failure is the news.
+    throw ownCause(error) ?? error;
   } finally {
     // The store may fail before it read a byte of the dump: pg_dump must not linger.
     if (dumping && dumping.child.exitCode === null && dumping.child.signalCode === null) dumping.child.kill('SIGTERM');
@@ -327,4 +331,10 @@ async function backupGlobals(
     warn(`roles and tablespaces were not stored: ${messageOf(error)}`);
     return undefined;
   }
+}
+
+/** The PgBackupError somewhere in `error`'s cause chain (a store wraps what its source threw). */
+function ownCause(error: unknown): PgBackupError | undefined {
+  for (let e: unknown = error, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) if (e instanceof PgBackupError) return e;
+  return undefined;
 }

@@ -9,8 +9,8 @@ import { messageOf } from './errors.js';
 export interface PgFingerprint {
   /** `schema.table` (ordinary tables and partitions; identifiers quoted where needed) → rows. */
   tables: Record<string, number>;
-  /** `schema.sequence` → its state: `last_value` (as text: sequences are bigint) and `is_called`. */
-  sequences: Record<string, { lastValue: string; isCalled: boolean }>;
+  /** `schema.sequence` → its state: `last_value` (as text: sequences are bigint), `is_called` and its increment. */
+  sequences: Record<string, { lastValue: string; isCalled: boolean; increment?: string }>;
   /** Counts of schema objects by kind: indexes, constraints, views, functions, triggers, ... */
   objects: Record<string, number>;
 }
@@ -72,43 +72,81 @@ export interface FingerprintFailure {
  * transaction (callers open a REPEATABLE READ transaction on the dump's snapshot, so both see
  * the same data). With `bestEffort`, a table or sequence that cannot be read is recorded in
  * `failures` instead of failing the whole fingerprint (each read runs in a savepoint).
+ * `sequences` are the values {@link readSequences} read earlier (before the dump started).
  */
 export async function takeFingerprint(
   client: pg.Client,
-  options: { bestEffort?: boolean; signal?: AbortSignal } = {},
+  options: { bestEffort?: boolean; signal?: AbortSignal; sequences?: PgFingerprint['sequences'] } = {},
 ): Promise<PgFingerprint & { failures: FingerprintFailure[] }> {
   const failures: FingerprintFailure[] = [];
+  const sequences = options.sequences ?? (await readSequences(client, { ...options, failures }));
   const tables = (await client.query<{ name: string; ref: string }>(RELATIONS('r'))).rows;
-  const sequences = (await client.query<{ name: string; ref: string }>(RELATIONS('S'))).rows;
   const objects: Record<string, number> = {};
   for (const row of (await client.query<{ kind: string; n: number }>(OBJECT_COUNTS)).rows) objects[row.kind] = row.n;
 
-  const fingerprint: PgFingerprint & { failures: FingerprintFailure[] } = { tables: {}, sequences: {}, objects, failures };
+  const fingerprint: PgFingerprint & { failures: FingerprintFailure[] } = { tables: {}, sequences, objects, failures };
+  // ONLY: an inheritance parent's own rows, as pg_dump copies them (partitions are leaves anyway).
   if (!options.bestEffort) {
     // One statement per batch: the counts run back to back inside the server.
     for (const batch of chunks(tables, 200)) {
-      if (options.signal?.aborted) throw options.signal.reason;
-      const sql = batch.map((t) => `SELECT ${literal(t.name)} AS name, count(*)::text AS n FROM ${t.ref}`).join(' UNION ALL ');
+      throwIfAborted(options.signal);
+      const sql = batch.map((t) => `SELECT ${literal(t.name)} AS name, count(*)::text AS n FROM ONLY ${t.ref}`).join(' UNION ALL ');
       for (const row of (await client.query<{ name: string; n: string }>(sql)).rows) fingerprint.tables[row.name] = Number(row.n);
-    }
-    for (const batch of chunks(sequences, 200)) {
-      const sql = batch
-        .map((s) => `SELECT ${literal(s.name)} AS name, last_value::text AS last_value, is_called FROM ${s.ref}`)
-        .join(' UNION ALL ');
-      for (const row of (await client.query<{ name: string; last_value: string; is_called: boolean }>(sql)).rows)
-        fingerprint.sequences[row.name] = { lastValue: row.last_value, isCalled: row.is_called };
     }
     return fingerprint;
   }
   for (const t of tables) {
-    const row = await guarded(client, failures, t.name, `SELECT count(*)::text AS n FROM ${t.ref}`);
+    throwIfAborted(options.signal);
+    const row = await guarded(client, failures, t.name, `SELECT count(*)::text AS n FROM ONLY ${t.ref}`);
     if (row) fingerprint.tables[t.name] = Number(row.n);
   }
-  for (const s of sequences) {
-    const row = await guarded(client, failures, s.name, `SELECT last_value::text AS last_value, is_called FROM ${s.ref}`);
-    if (row) fingerprint.sequences[s.name] = { lastValue: String(row.last_value), isCalled: Boolean(row.is_called) };
-  }
   return fingerprint;
+}
+
+function throwIfAborted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) throw signal.reason;
+}
+
+/**
+ * Reads every sequence's state. Sequences are not transactional: a REPEATABLE READ snapshot
+ * does not freeze them, and pg_dump reads them live too. So a backup reads them *before*
+ * pg_dump starts: the dump then holds values at or past these, and a restore is checked for
+ * "not behind" (see {@link compareFingerprints}) — a sequence behind its backup would hand out
+ * ids that already exist.
+ */
+export async function readSequences(
+  client: pg.Client,
+  options: { bestEffort?: boolean; failures?: FingerprintFailure[]; signal?: AbortSignal } = {},
+): Promise<PgFingerprint['sequences']> {
+  const list = (
+    await client.query<{ name: string; ref: string; increment: string }>(`
+SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS name, format('%I.%I', n.nspname, c.relname) AS ref,
+       s.seqincrement::text AS increment
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_sequence s ON s.seqrelid = c.oid
+WHERE c.relkind = 'S' AND ${USER_NAMESPACE} AND ${notExtensionMember('pg_class', 'c.oid')}
+ORDER BY 1`)
+  ).rows;
+  const out: PgFingerprint['sequences'] = {};
+  const increments = new Map(list.map((s) => [s.name, s.increment]));
+  const put = (name: string, lastValue: string, isCalled: boolean) => {
+    out[name] = { lastValue, isCalled, increment: increments.get(name) ?? '1' };
+  };
+  if (!options.bestEffort) {
+    for (const batch of chunks(list, 200)) {
+      throwIfAborted(options.signal);
+      const sql = batch
+        .map((s) => `SELECT ${literal(s.name)} AS name, last_value::text AS last_value, is_called FROM ${s.ref}`)
+        .join(' UNION ALL ');
+      for (const row of (await client.query<{ name: string; last_value: string; is_called: boolean }>(sql)).rows)
+        put(row.name, row.last_value, row.is_called);
+    }
+    return out;
+  }
+  for (const s of list) {
+    const row = await guarded(client, options.failures ?? [], s.name, `SELECT last_value::text AS last_value, is_called FROM ${s.ref}`);
+    if (row) put(s.name, String(row.last_value), Boolean(row.is_called));
+  }
+  return out;
 }
 
 async function guarded(
@@ -135,7 +173,15 @@ function chunks<T>(items: T[], size: number): T[][] {
   return out;
 }
 
-/** Every difference between the fingerprint a backup recorded and that of a restored database. */
+/** The value nextval() returns next. */
+function nextValue(s: { lastValue: string; isCalled: boolean; increment?: string }): bigint {
+  return s.isCalled ? BigInt(s.lastValue) + BigInt(s.increment ?? '1') : BigInt(s.lastValue);
+}
+
+/**
+ * Every difference between the fingerprint a backup recorded and that of a restored database:
+ * row counts and object counts must be equal; a sequence must not be behind the backup's.
+ */
 export function compareFingerprints(expected: PgFingerprint, actual: PgFingerprint): FingerprintDifference[] {
   const out: FingerprintDifference[] = [];
   const missing = '(missing)';
@@ -145,12 +191,28 @@ export function compareFingerprints(expected: PgFingerprint, actual: PgFingerpri
     if (e !== a)
       out.push({ kind: 'table', name, expected: e === undefined ? missing : `${e} rows`, actual: a === undefined ? missing : `${a} rows` });
   }
-  const seq = (s: { lastValue: string; isCalled: boolean } | undefined) =>
-    s === undefined ? missing : `${s.lastValue}${s.isCalled ? '' : ' (not called)'}`;
   for (const name of union(expected.sequences, actual.sequences)) {
-    const e = seq(expected.sequences[name]);
-    const a = seq(actual.sequences[name]);
-    if (e !== a) out.push({ kind: 'sequence', name, expected: e, actual: a });
+    const e = expected.sequences[name];
+    const a = actual.sequences[name];
+    if (e === undefined || a === undefined) {
+      out.push({
+        kind: 'sequence',
+        name,
+        expected: e ? `next value ${nextValue(e)}` : missing,
+        actual: a ? `next value ${nextValue(a)}` : missing,
+      });
+      continue;
+    }
+    // Values read before the dump are a bound, not an exact value (see readSequences).
+    const ascending = BigInt(e.increment ?? '1') > 0n;
+    const behind = ascending ? nextValue(a) < nextValue(e) : nextValue(a) > nextValue(e);
+    if (behind)
+      out.push({
+        kind: 'sequence',
+        name,
+        expected: `next value ${ascending ? '>=' : '<='} ${nextValue(e)}`,
+        actual: `next value ${nextValue(a)}`,
+      });
   }
   for (const name of union(expected.objects, actual.objects)) {
     const e = expected.objects[name];
@@ -239,7 +301,11 @@ export function applyDatabasePropertiesSql(database: string, properties: Databas
   for (const setting of properties.settings) {
     const at = setting.indexOf('=');
     if (at <= 0) continue;
-    out.push(`ALTER DATABASE ${db} SET ${ident(setting.slice(0, at))} = ${literal(setting.slice(at + 1))}`);
+    const name = setting.slice(0, at);
+    const value = setting.slice(at + 1);
+    // List settings hold quoted elements: one literal per element, as pg_dump writes them.
+    const values = LIST_SETTINGS.has(name.toLowerCase()) ? splitList(value).map(literal).join(', ') : literal(value);
+    out.push(`ALTER DATABASE ${db} SET ${ident(name)} TO ${values}`);
   }
   if (!properties.defaultAcl) {
     out.push(`REVOKE ALL ON DATABASE ${db} FROM PUBLIC`);
@@ -247,5 +313,42 @@ export function applyDatabasePropertiesSql(database: string, properties: Databas
       out.push(`GRANT ${g.privilege} ON DATABASE ${db} TO ${g.grantee === 'PUBLIC' ? 'PUBLIC' : ident(g.grantee)}`);
   }
   if (properties.comment !== undefined) out.push(`COMMENT ON DATABASE ${db} IS ${literal(properties.comment)}`);
+  return out;
+}
+
+const LIST_SETTINGS = new Set([
+  'search_path',
+  'temp_tablespaces',
+  'session_preload_libraries',
+  'local_preload_libraries',
+  'shared_preload_libraries',
+]);
+
+/** Splits `app, "My Schema", public` into its elements, unquoting double-quoted ones. */
+function splitList(value: string): string[] {
+  const out: string[] = [];
+  let i = 0;
+  while (i < value.length) {
+    while (value[i] === ' ' || value[i] === ',') i++;
+    if (i >= value.length) break;
+    let element = '';
+    if (value[i] === '"') {
+      i++;
+      while (i < value.length) {
+        if (value[i] === '"' && value[i + 1] === '"') {
+          element += '"';
+          i += 2;
+        } else if (value[i] === '"') {
+          i++;
+          break;
+        } else element += value[i++];
+      }
+      while (i < value.length && value[i] !== ',') i++;
+    } else {
+      while (i < value.length && value[i] !== ',') element += value[i++];
+      element = element.trim();
+    }
+    out.push(element);
+  }
   return out;
 }
