@@ -48,7 +48,8 @@ export function pgTarget(url: string): PgTarget {
   const port = Number(options.port ?? 5432);
   const user = options.user ?? process.env.PGUSER ?? 'postgres';
   const ssl: Record<string, string> = {};
-  const query = new URL(url.trim().replace(/^postgres(ql)?:/i, 'http:')).searchParams;
+  const at = url.indexOf('?');
+  const query = new URLSearchParams(at === -1 ? '' : url.trim().slice(at + 1));
   for (const name of ['sslmode', 'sslrootcert', 'sslcert', 'sslkey']) {
     const value = query.get(name);
     if (value) ssl[name] = value;
@@ -61,7 +62,7 @@ export function pgTarget(url: string): PgTarget {
     user,
     database,
     description: `postgres://${encodeURIComponent(user)}@${where}/${encodeURIComponent(database)}`,
-    password: options.password ?? undefined,
+    password: options.password ? options.password : undefined,
     ssl,
   };
   const view: PgTarget = Object.freeze({
@@ -85,9 +86,9 @@ function parsed(target: PgTarget): Parsed {
 
 /** The same server and credentials, another database (e.g. `postgres` for maintenance). */
 export function withDatabase(target: PgTarget, database: string): PgTarget {
-  const url = new URL(target.url.replace(/^postgres(ql)?:/i, 'http:'));
-  url.pathname = `/${encodeURIComponent(database)}`;
-  return pgTarget(url.toString().replace(/^http:/, 'postgres:'));
+  const m = /^(postgres(?:ql)?:\/\/[^/?]*)(?:\/[^?]*)?(\?.*)?$/i.exec(target.url);
+  if (!m) throw new PgBackupError('PG_URL_INVALID', `cannot change the database of ${target.description}`);
+  return pgTarget(`${m[1]}/${encodeURIComponent(database)}${m[2] ?? ''}`);
 }
 
 /** Hides the password of any postgres URL inside `text`. */

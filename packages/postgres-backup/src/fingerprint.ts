@@ -143,6 +143,7 @@ ORDER BY 1`)
     return out;
   }
   for (const s of list) {
+    throwIfAborted(options.signal);
     const row = await guarded(client, options.failures ?? [], s.name, `SELECT last_value::text AS last_value, is_called FROM ${s.ref}`);
     if (row) put(s.name, String(row.last_value), Boolean(row.is_called));
   }

@@ -131,7 +131,8 @@ export async function restorePostgres(options: RestorePostgresOptions): Promise<
   });
   const ctx: Ctx = { options, target, maintenance, manifest, record, tool, emit, warn, warnings };
   const mode = options.dryRun ? 'dry-run' : options.dropExisting ? 'drop-existing' : 'swap';
-  const plan = planOf(ctx, mode, jobs);
+  // A dry run shows the plan of the restore it stands for.
+  const plan = planOf(ctx, options.dropExisting ? 'drop-existing' : 'swap', jobs);
   const result = (extra: Partial<PostgresRestore>): PostgresRestore => ({
     backup: manifest,
     target: target.description,
@@ -162,7 +163,7 @@ export async function restorePostgres(options: RestorePostgresOptions): Promise<
   return { ...result(done), durationMs: Math.round(performance.now() - started) };
 }
 
-function planOf(ctx: Ctx, mode: 'swap' | 'drop-existing' | 'dry-run', jobs: number): string[] {
+function planOf(ctx: Ctx, mode: 'swap' | 'drop-existing', jobs: number): string[] {
   const db = ctx.target.database;
   const how =
     jobs > 1

@@ -290,6 +290,12 @@ describe('restorePostgres', () => {
     expect(result.damaged).toBeUndefined();
     expect(await drkitDatabases()).toEqual([]);
     await dropDatabase(pg, 'shop2');
+
+    // `postgres` cannot rename itself from its own session: the swap goes through template1.
+    const itself = await restorePostgres({ catalog, backup: appBackup.id, target: pg.url('postgres'), keys: key, keepDamaged: false });
+    expect(itself.target).toMatch(/\/postgres$/);
+    expect(await count('postgres', 'public.users')).toBe(300);
+    expect(await drkitDatabases()).toEqual([]);
   });
 
   it('refuses a tampered backup before the target is touched', async () => {
@@ -418,6 +424,8 @@ describe('restorePostgres', () => {
     expect(snapshot.labels).toMatchObject({ snapshot: 'true', database: 'crm' });
     expect(fingerprintOf(snapshot).tables['public.users']).toBe(200);
     expect(result.snapshot?.complete).toBe(true);
+    // The snapshot of the damaged state never becomes "latest".
+    expect((await catalog.latest('postgres'))?.id).not.toBe(snapshot.id);
     await dropDatabase(pg, 'crm');
     await catalog.delete(snapshot);
   });

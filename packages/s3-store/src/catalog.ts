@@ -68,6 +68,11 @@ export interface ListFilter {
   since?: Date;
   /** Only artifacts created before this. */
   until?: Date;
+  /**
+   * `latest` only: also consider snapshots (artifacts labelled `snapshot: "true"`, taken of a
+   * possibly damaged state before a recovery). @default false: "latest" means the latest backup
+   */
+  includeSnapshots?: boolean;
 }
 
 /** The result of {@link Catalog.verify}. */
@@ -111,7 +116,8 @@ export interface Catalog {
   get(id: string, kind?: string): Promise<Manifest>;
   /**
    * The newest complete artifact of `kind` whose verification did not fail and whose object
-   * is present with its recorded size; undefined when there is none.
+   * is present with its recorded size, snapshots left out (see {@link ListFilter.includeSnapshots});
+   * undefined when there is none.
    */
   latest(kind: string, filter?: Omit<ListFilter, 'kind'>): Promise<Manifest | undefined>;
   /** `latest` when `ref` is "latest", else `get`. @throws StoreError STORE_ARTIFACT_NOT_FOUND */
@@ -289,6 +295,7 @@ export function createCatalog(store: Store, options: CatalogOptions = {}): Catal
     const all = await list({ ...filter, kind });
     for (const manifest of all.reverse()) {
       if (manifest.verification?.status === 'failed') continue;
+      if (manifest.labels?.snapshot === 'true' && !filter.includeSnapshots) continue;
       const info = await store.head(manifest.object.key);
       if (info?.size !== manifest.object.size) {
         emit({

@@ -136,6 +136,13 @@ describe('catalog on a local store', () => {
     expect((await catalog.latest('postgres'))?.id).toBe(made[3]?.id);
     expect((await catalog.latest('postgres', { tier: 'daily' }))?.id).toBe(made[1]?.id);
     expect(await catalog.latest('files')).toBeUndefined();
+
+    // A snapshot of a damaged state, taken before a recovery, is never "the latest backup".
+    clock = new Date('2026-11-23T02:00:00.000Z');
+    const snapshot = await catalog.put(base(randomBytes(10), { kind: 'postgres', labels: { snapshot: 'true' } }));
+    expect((await catalog.latest('postgres'))?.id).toBe(made[3]?.id);
+    expect((await catalog.resolve('latest', 'postgres')).id).toBe(made[3]?.id);
+    expect((await catalog.latest('postgres', { includeSnapshots: true }))?.id).toBe(snapshot.id);
   });
 
   it('latest skips a backup whose verification failed, and one whose object is gone', async () => {

@@ -67,7 +67,7 @@ export function commandStore(url: string | undefined, io: CliIo): Store {
 }
 
 /** Opens the store, runs `body` with its catalog, and closes the store whatever happens. */
-async function withCatalog<T>(url: string | undefined, io: CliIo, body: (catalog: Catalog) => Promise<T>): Promise<T> {
+export async function withCatalog<T>(url: string | undefined, io: CliIo, body: (catalog: Catalog) => Promise<T>): Promise<T> {
   const store = commandStore(url, io);
   try {
     return await body(
@@ -104,7 +104,8 @@ function parseKind(value: string | undefined, command: string, required: boolean
   return value;
 }
 
-function parseTier(value: string | undefined): Tier | undefined {
+/** `--tier`, checked against the tiers of the plans' schedule. */
+export function parseTier(value: string | undefined): Tier | undefined {
   if (value === undefined) return undefined;
   const tier = TIERS.find((t) => t === value);
   if (!tier) throw new UsageError(`--tier must be one of ${TIERS.join(', ')} (got '${value}')`);

@@ -11,6 +11,7 @@ import { doctorCommand } from './doctor.js';
 import { haltAuditCommand, haltEngageCommand, haltReleaseCommand, haltStatusCommand, haltVerifyCommand } from './halt.js';
 import { keyGenerateCommand } from './key.js';
 import { openCommand } from './open.js';
+import { backupPostgresCommand, restorePostgresCommand, verifyPostgresCommand } from './postgres.js';
 import { sealCommand } from './seal.js';
 
 /** Every built-in `drkit` command, in the order help lists them. */
@@ -24,6 +25,9 @@ export const allCommands: readonly Command[] = [
   backupListCommand,
   backupVerifyCommand,
   backupOrphansCommand,
+  backupPostgresCommand,
+  restorePostgresCommand,
+  verifyPostgresCommand,
   pruneCommand,
   haltEngageCommand,
   haltStatusCommand,
