@@ -133,14 +133,8 @@ export async function verifyPostgresBackup(options: VerifyPostgresOptions): Prom
       isPgBackupError(error) &&
       ['PG_BACKUP_TAMPERED', 'PG_RESTORE_ERRORS', 'PG_RESTORE_FAILED', 'PG_FINGERPRINT_MISMATCH', 'PG_BACKUP_INVALID'].includes(error.code)
     )
-      fail(
-        result.checks.length > 0
-          ? (result.checks.at(-1)?.level ?? 1) + 1 > 3
-            ? 3
-            : (((result.checks.at(-1)?.level ?? 1) + 1) as VerifyLevel)
-          : (Math.min(options.level, 2) as VerifyLevel),
-        error,
-      );
+      // Levels run in order, so the failed one is the first that has not passed.
+      fail(Math.min(result.checks.filter((c) => c.ok).length + 1, options.level) as VerifyLevel, error);
     else throw error;
   }
   result.ok = result.error === undefined;
