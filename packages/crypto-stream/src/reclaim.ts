@@ -15,7 +15,7 @@ import { runInNewContext } from 'node:vm';
  */
 export const RECLAIM_EVERY_BYTES = 16 * 1024 * 1024;
 
-type Collector = (options: { type: 'minor'; execution: 'sync' }) => void;
+type Collector = (options: { type: 'minor' | 'major'; execution: 'sync' }) => void;
 
 let collector: Collector | null | undefined;
 
@@ -53,5 +53,24 @@ export function reclaimer(enabled = true): (bytes: number) => void {
     if (since < RECLAIM_EVERY_BYTES) return;
     since = 0;
     gc({ type: 'minor', execution: 'sync' });
+  };
+}
+
+/**
+ * Returns a function to call as chunks go by; it runs a full collection at most every
+ * `everyMs`. For buffers that live long enough to be promoted out of the young generation
+ * (chunks queued in a slow consumer's pipe), which young collections cannot free: without it
+ * a restore's RSS climbs with the size of the backup. A full collection of drkit's small heap
+ * takes a few milliseconds; every 500 ms that is well under 1% of the time.
+ */
+export function periodicFullCollector(everyMs = 500): () => void {
+  const gc = youngCollector();
+  if (!gc) return () => {};
+  let last = performance.now();
+  return () => {
+    const now = performance.now();
+    if (now - last < everyMs) return;
+    last = now;
+    gc({ type: 'major', execution: 'sync' });
   };
 }

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { periodicFullCollector } from '@drkit/crypto-stream';
 import type pg from 'pg';
 import { ident, libpqEnv, literal, type PgTarget, withDatabase } from './connection.js';
 import { PgBackupError } from './errors.js';
@@ -33,7 +34,10 @@ export async function feed(source: AsyncIterable<Buffer>, sinks: Writable[]): Pr
       closed.add(sink);
       live.delete(sink);
     });
+  // Chunks queued in a child's pipe outlive young collections; free them now and then.
+  const reclaim = periodicFullCollector();
   for await (const chunk of source) {
+    reclaim();
     const waits: Promise<void>[] = [];
     for (const sink of live) {
       if (closed.has(sink) || sink.destroyed) {

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { isStoreError, StoreError, throwIfAborted } from './errors.js';
 import { checkKind, MANIFEST_SCHEMA, type Manifest, newArtifactId, parseManifest, type Tier } from './manifest.js';
+import { reclaimer } from './reclaim.js';
 import { planRetention, type RetentionPlan, type RetentionPolicy } from './retention.js';
 import type { ByteSource, ObjectInfo, Store } from './store.js';
 
@@ -184,9 +185,12 @@ export function createCatalog(store: Store, options: CatalogOptions = {}): Catal
   const hashStored = async (key: string, signal?: AbortSignal, onProgress?: (bytes: number) => void) => {
     const hash = createHash('sha256');
     let size = 0;
+    // Reading back a large object must not pile up dead chunk buffers (see reclaim.ts).
+    const reclaim = reclaimer(true);
     for await (const part of await store.get(key, signal ? { signal } : {})) {
       hash.update(part as Buffer);
       size += (part as Buffer).length;
+      reclaim((part as Buffer).length);
       onProgress?.(size);
     }
     return { size, sha256: hash.digest('hex') };
