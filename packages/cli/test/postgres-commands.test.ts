@@ -122,7 +122,7 @@ describe('drkit backup/verify/restore postgres against a real server', () => {
     expect(manifests.filter((m) => m.kind === 'postgres-globals')).toHaveLength(1);
     expect((await drkit(['backup', 'list', '--kind', 'postgres'])).out).toMatch(new RegExp(`^${id} +postgres +daily `, 'm'));
 
-    const noGlobals = await drkit(['backup', 'postgres', '--no-globals', '--compress-level', '1']);
+    const noGlobals = await drkit(['backup', 'postgres', '--no-globals', '--compress', 'pg_dump', '--compress-level', '1']);
     expect(noGlobals.code, noGlobals.err).toBe(EXIT.OK);
     expect(noGlobals.err).not.toContain('roles and tablespaces in');
     const after = JSON.parse((await drkit(['backup', 'list', '--json'])).out) as { kind: string }[];
@@ -137,7 +137,9 @@ describe('drkit backup/verify/restore postgres against a real server', () => {
     expect(noTarget.code).toBe(EXIT.USAGE);
     expect(noTarget.err).toMatch(/no database to restore: pass --url URL or set DATABASE_URL/);
 
-    expect((await drkit(['backup', 'postgres', '--compress-level', '12'])).code).toBe(EXIT.USAGE);
+    expect((await drkit(['backup', 'postgres', '--compress-level', '20'])).code).toBe(EXIT.USAGE);
+    expect((await drkit(['backup', 'postgres', '--compress', 'pg_dump', '--compress-level', '12'])).code).toBe(EXIT.USAGE);
+    expect((await drkit(['backup', 'postgres', '--compress', 'lz4'])).code).toBe(EXIT.USAGE);
     expect((await drkit(['backup', 'postgres', '--tier', 'yearly'])).code).toBe(EXIT.USAGE);
     const badUrl = await drkit(['backup', 'postgres', '--url', `mysql://drkit:${WRONG_PASSWORD}@localhost/app`]);
     expect(badUrl.code).toBe(EXIT.USAGE);

@@ -12,7 +12,7 @@ export const POSTGRES_GLOBALS_KIND = 'postgres-globals';
 /** What drkit records in a dump's manifest `fingerprint` field. */
 export interface PostgresFingerprintRecord extends PgFingerprint {
   database: { name: string; sizeBytes: number; properties?: DatabaseProperties };
-  dump: { tool: 'pg_dump'; version: string; format: 'custom'; compressLevel?: number };
+  dump: { tool: 'pg_dump'; version: string; format: 'custom'; compression?: 'zstd' | 'pg_dump' | 'none'; compressLevel?: number };
   /** The id of the companion globals artifact, if one was stored. */
   globals?: string;
   /** Best-effort snapshots only: what could not be read or dumped. */

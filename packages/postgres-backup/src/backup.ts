@@ -23,7 +23,14 @@ export interface BackupPostgresOptions {
   keys: SealKeys;
   /** @default "manual" */
   tier?: Tier;
-  /** pg_dump's own compression level (gzip, 0–9). @default pg_dump's default (6) */
+  /**
+   * Where the one compression happens. `zstd` (default): pg_dump writes its archive
+   * uncompressed and the sealed stream compresses it with zstd — measured at pgbench scale 50,
+   * faster than pg_dump's own gzip and a third of the size. `pg_dump`: pg_dump's own gzip
+   * (for archives that other tools must read compressed). `none`: neither.
+   */
+  compression?: 'zstd' | 'pg_dump' | 'none';
+  /** Level of that compression: zstd 1–19 (default 3), pg_dump's gzip 0–9 (default 6). */
   compressLevel?: number;
   /** Also store roles and tablespaces (`pg_dumpall --globals-only`) as a companion artifact. @default true */
   globals?: boolean;
@@ -70,7 +77,8 @@ export async function serverInfo(client: pg.Client): Promise<ServerInfo> {
 /**
  * Backs up one database: `pg_dump --format=custom` streamed from its stdout through the sealed
  * stream (AES-256-GCM, chunk by chunk) into the catalog — no plaintext touches the disk, and
- * pg_dump's own compression is the only one (a second gzip over compressed data only costs
+ * there is one compression, not two (by default zstd in the sealed stream over pg_dump's
+ * uncompressed archive; a second compression over compressed data only costs
  * CPU). The fingerprint (exact row counts, sequence values, object counts) is read in the
  * snapshot pg_dump dumps (an exported REPEATABLE READ snapshot), at the same time. The manifest
  * is written last, once the stored bytes were read back and hashed: an interrupted backup
@@ -87,11 +95,22 @@ export async function backupPostgres(options: BackupPostgresOptions): Promise<Po
     warnings.push(message);
     emit({ type: 'warning', message });
   };
+  const compression = options.compression ?? 'zstd';
+  if (!['zstd', 'pg_dump', 'none'].includes(compression))
+    throw new PgBackupError('PG_OPTIONS_INVALID', `compression must be zstd, pg_dump or none, got ${String(options.compression)}`);
+  const maxLevel = compression === 'zstd' ? 19 : 9;
   if (
     options.compressLevel !== undefined &&
-    !(Number.isInteger(options.compressLevel) && options.compressLevel >= 0 && options.compressLevel <= 9)
+    !(
+      Number.isInteger(options.compressLevel) &&
+      options.compressLevel >= (compression === 'zstd' ? 1 : 0) &&
+      options.compressLevel <= maxLevel
+    )
   )
-    throw new PgBackupError('PG_OPTIONS_INVALID', `compressLevel must be an integer from 0 to 9, got ${options.compressLevel}`);
+    throw new PgBackupError(
+      'PG_OPTIONS_INVALID',
+      `compressLevel for ${compression} must be an integer from ${compression === 'zstd' ? 1 : 0} to ${maxLevel}, got ${options.compressLevel}`,
+    );
   throwIfAborted(options.signal, 'the backup');
 
   emit({ type: 'step', step: 'connect', message: `connecting to ${target.description}` });
@@ -135,7 +154,11 @@ export async function backupPostgres(options: BackupPostgresOptions): Promise<Po
       '--verbose',
       '--no-password',
       `--snapshot=${snapshot}`,
-      ...(options.compressLevel !== undefined ? [`--compress=${options.compressLevel}`] : []),
+      ...(compression === 'pg_dump'
+        ? options.compressLevel !== undefined
+          ? [`--compress=${options.compressLevel}`]
+          : []
+        : ['--compress=0']),
       ...(options.excludeTableData ?? []).map((pattern) => `--exclude-table-data=${pattern}`),
     ];
     const progress = throttledProgress(emit, 'dump');
@@ -187,11 +210,12 @@ export async function backupPostgres(options: BackupPostgresOptions): Promise<Po
       tool: { name: 'drkit', version: DRKIT_VERSION },
       server: { name: 'PostgreSQL', version: server.version },
       // pg_dump compresses (gzip) inside its archive; the sealed stream adds none on top.
-      compression: options.compressLevel === 0 ? 'none' : 'gzip',
+      compression: compression === 'zstd' ? 'zstd' : compression === 'pg_dump' && options.compressLevel !== 0 ? 'gzip' : 'none',
       encryption: { format: 'drkit-sealed/1', algorithm: 'aes-256-gcm', keyId },
       body: seal(dumpBytes(), {
         key: options.keys,
-        compression: 'none',
+        compression: compression === 'zstd' ? 'zstd' : 'none',
+        ...(compression === 'zstd' && options.compressLevel !== undefined ? { level: options.compressLevel } : {}),
         ...(options.signal ? { signal: options.signal } : {}),
         onProgress: (p) => {
           plainSize = p.plainBytes;
@@ -210,6 +234,7 @@ export async function backupPostgres(options: BackupPostgresOptions): Promise<Po
             tool: 'pg_dump',
             version: pgDump.version,
             format: 'custom',
+            compression,
             ...(options.compressLevel !== undefined ? { compressLevel: options.compressLevel } : {}),
           },
           ...(globals ? { globals: globals.id } : {}),

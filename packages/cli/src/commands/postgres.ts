@@ -233,7 +233,12 @@ export const backupPostgresCommand = defineCommand({
   options: {
     url: { type: 'string', value: 'URL', description: 'the database: postgres://user:password@host:5432/db (default $DATABASE_URL)' },
     tier: { type: 'string', value: 'TIER', description: `${TIERS.join(', ')} (default manual)` },
-    'compress-level': { type: 'string', value: '0-9', description: "pg_dump's gzip level (default pg_dump's 6; 0 stores uncompressed)" },
+    compress: {
+      type: 'string',
+      value: 'zstd|pg_dump|none',
+      description: "where the one compression happens: zstd in the sealed stream (default), pg_dump's own gzip, or none",
+    },
+    'compress-level': { type: 'string', value: 'N', description: 'its level: zstd 1-19 (default 3), pg_dump gzip 0-9 (default 6)' },
     'no-globals': { type: 'boolean', description: 'do not store roles and tablespaces (pg_dumpall --globals-only) beside the dump' },
     env: { type: 'string', value: 'NAME', description: 'the environment, recorded in the manifest (e.g. production)' },
     ...keyFileOption,
@@ -261,7 +266,13 @@ Example:
     const secrets = urlSecrets(url);
     const db = target(url, '--url');
     const tier = parseTier(options.tier) ?? 'manual';
-    const compressLevel = parseInteger(options['compress-level'], '--compress-level', 0, 9);
+    const compression = (options.compress ?? 'zstd') as 'zstd' | 'pg_dump' | 'none';
+    if (!['zstd', 'pg_dump', 'none'].includes(compression))
+      throw new UsageError(`--compress must be zstd, pg_dump or none (got '${options.compress}')`);
+    const compressLevel =
+      compression === 'zstd'
+        ? parseInteger(options['compress-level'], '--compress-level', 1, 19)
+        : parseInteger(options['compress-level'], '--compress-level', 0, 9);
     const environment = options.env?.trim();
     if (environment !== undefined && !/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(environment))
       throw new UsageError(`--env must be a name of letters, digits, '.', '_' and '-' (got '${options.env}')`);
@@ -275,6 +286,7 @@ Example:
           catalog,
           keys,
           tier,
+          compression,
           ...(compressLevel !== undefined ? { compressLevel } : {}),
           globals: options['no-globals'] !== true,
           ...(environment ? { environment } : {}),
