@@ -137,8 +137,8 @@ describe('drkit backup/verify/restore postgres against a real server', () => {
     expect(noTarget.code).toBe(EXIT.USAGE);
     expect(noTarget.err).toMatch(/no database to restore: pass --url URL or set DATABASE_URL/);
 
-    expect((await drkit(['backup', 'postgres', '--compress-level', '20'])).code).toBe(EXIT.USAGE);
-    expect((await drkit(['backup', 'postgres', '--compress', 'pg_dump', '--compress-level', '12'])).code).toBe(EXIT.USAGE);
+    expect((await drkit(['backup', 'postgres', '--compress-level', '12'])).code).toBe(EXIT.USAGE);
+    expect((await drkit(['backup', 'postgres', '--compress', 'zstd', '--compress-level', '20'])).code).toBe(EXIT.USAGE);
     expect((await drkit(['backup', 'postgres', '--compress', 'lz4'])).code).toBe(EXIT.USAGE);
     expect((await drkit(['backup', 'postgres', '--tier', 'yearly'])).code).toBe(EXIT.USAGE);
     const badUrl = await drkit(['backup', 'postgres', '--url', `mysql://drkit:${WRONG_PASSWORD}@localhost/app`]);

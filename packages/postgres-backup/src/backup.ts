@@ -24,13 +24,14 @@ export interface BackupPostgresOptions {
   /** @default "manual" */
   tier?: Tier;
   /**
-   * Where the one compression happens. `zstd` (default): pg_dump writes its archive
-   * uncompressed and the sealed stream compresses it with zstd — measured at pgbench scale 50,
-   * faster than pg_dump's own gzip and a third of the size. `pg_dump`: pg_dump's own gzip
-   * (for archives that other tools must read compressed). `none`: neither.
+   * Where the one compression happens. `pg_dump` (default): pg_dump's own gzip inside its
+   * archive, and none in the sealed stream. `zstd`: pg_dump writes its archive uncompressed
+   * and the sealed stream compresses it with zstd — a third of the size, but measured at
+   * pgbench scale 50 to cost ~20 MB more peak memory and slower restores (Node decompresses).
+   * `none`: neither.
    */
   compression?: 'zstd' | 'pg_dump' | 'none';
-  /** Level of that compression: zstd 1–19 (default 3), pg_dump's gzip 0–9 (default 6). */
+  /** Level of that compression: pg_dump's gzip 0–9 (default 6), zstd 1–19 (default 3). */
   compressLevel?: number;
   /** Also store roles and tablespaces (`pg_dumpall --globals-only`) as a companion artifact. @default true */
   globals?: boolean;
@@ -77,8 +78,8 @@ export async function serverInfo(client: pg.Client): Promise<ServerInfo> {
 /**
  * Backs up one database: `pg_dump --format=custom` streamed from its stdout through the sealed
  * stream (AES-256-GCM, chunk by chunk) into the catalog — no plaintext touches the disk, and
- * there is one compression, not two (by default zstd in the sealed stream over pg_dump's
- * uncompressed archive; a second compression over compressed data only costs
+ * there is one compression, not two (by default pg_dump's own; a second compression over
+ * compressed data only costs
  * CPU). The fingerprint (exact row counts, sequence values, object counts) is read in the
  * snapshot pg_dump dumps (an exported REPEATABLE READ snapshot), at the same time. The manifest
  * is written last, once the stored bytes were read back and hashed: an interrupted backup
@@ -95,7 +96,7 @@ export async function backupPostgres(options: BackupPostgresOptions): Promise<Po
     warnings.push(message);
     emit({ type: 'warning', message });
   };
-  const compression = options.compression ?? 'zstd';
+  const compression = options.compression ?? 'pg_dump';
   if (!['zstd', 'pg_dump', 'none'].includes(compression))
     throw new PgBackupError('PG_OPTIONS_INVALID', `compression must be zstd, pg_dump or none, got ${String(options.compression)}`);
   const maxLevel = compression === 'zstd' ? 19 : 9;

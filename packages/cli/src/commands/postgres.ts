@@ -236,9 +236,9 @@ export const backupPostgresCommand = defineCommand({
     compress: {
       type: 'string',
       value: 'zstd|pg_dump|none',
-      description: "where the one compression happens: zstd in the sealed stream (default), pg_dump's own gzip, or none",
+      description: "where the one compression happens: pg_dump's own gzip (default), zstd in the sealed stream, or none",
     },
-    'compress-level': { type: 'string', value: 'N', description: 'its level: zstd 1-19 (default 3), pg_dump gzip 0-9 (default 6)' },
+    'compress-level': { type: 'string', value: 'N', description: 'its level: pg_dump gzip 0-9 (default 6), zstd 1-19 (default 3)' },
     'no-globals': { type: 'boolean', description: 'do not store roles and tablespaces (pg_dumpall --globals-only) beside the dump' },
     env: { type: 'string', value: 'NAME', description: 'the environment, recorded in the manifest (e.g. production)' },
     ...keyFileOption,
@@ -266,7 +266,7 @@ Example:
     const secrets = urlSecrets(url);
     const db = target(url, '--url');
     const tier = parseTier(options.tier) ?? 'manual';
-    const compression = (options.compress ?? 'zstd') as 'zstd' | 'pg_dump' | 'none';
+    const compression = (options.compress ?? 'pg_dump') as 'zstd' | 'pg_dump' | 'none';
     if (!['zstd', 'pg_dump', 'none'].includes(compression))
       throw new UsageError(`--compress must be zstd, pg_dump or none (got '${options.compress}')`);
     const compressLevel =
