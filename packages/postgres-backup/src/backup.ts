@@ -3,7 +3,7 @@ import type { Catalog, Manifest, Tier } from '@drkit/s3-store';
 import type pg from 'pg';
 import { POSTGRES_GLOBALS_KIND, POSTGRES_KIND, type PostgresFingerprintRecord } from './archive.js';
 import { connect, connectionError, libpqEnv, type PgTarget, pgTarget } from './connection.js';
-import { messageOf, PgBackupError, throwIfAborted } from './errors.js';
+import { messageOf, PgBackupError, signalOf, throwIfAborted } from './errors.js';
 import { emitter, type PgBackupEventListener, throttledProgress } from './events.js';
 import { type FingerprintFailure, readDatabaseProperties, readSequences, takeFingerprint } from './fingerprint.js';
 import { checkClientVersion, errorLines, findTool, startTool, type ToolInfo, type ToolProcess } from './tools.js';
@@ -165,7 +165,7 @@ export async function backupPostgres(options: BackupPostgresOptions): Promise<Po
     const progress = throttledProgress(emit, 'dump');
     const dump = startTool(pgDump.path, args, {
       env: libpqEnv(target),
-      ...(options.signal ? { signal: options.signal } : {}),
+      ...signalOf(options),
       onLine: (line) => {
         const m = /dumping contents of table "([^"]+)"/.exec(line);
         if (m) progress.item(m[1] as string);
@@ -217,12 +217,12 @@ export async function backupPostgres(options: BackupPostgresOptions): Promise<Po
         key: options.keys,
         compression: compression === 'zstd' ? 'zstd' : 'none',
         ...(compression === 'zstd' && options.compressLevel !== undefined ? { level: options.compressLevel } : {}),
-        ...(options.signal ? { signal: options.signal } : {}),
+        ...signalOf(options),
         onProgress: (p) => {
           plainSize = p.plainBytes;
         },
       }),
-      ...(options.signal ? { signal: options.signal } : {}),
+      ...signalOf(options),
       beforeManifest: async () => {
         const f = await fingerprinting;
         globals = await globalsDone;
@@ -323,7 +323,7 @@ async function backupGlobals(
   const attempt = async (extra: string[]) => {
     const proc = startTool(tool.path, ['--globals-only', '--no-password', `--database=${target.database}`, ...extra], {
       env: libpqEnv(target),
-      ...(options.signal ? { signal: options.signal } : {}),
+      ...signalOf(options),
     });
     const chunks: Buffer[] = [];
     for await (const chunk of proc.child.stdout as AsyncIterable<Buffer>) chunks.push(chunk);
@@ -361,7 +361,7 @@ async function backupGlobals(
       plainSize: result.sql.length,
       body: seal([result.sql], { key: options.keys, compression: 'zstd' }),
       labels: { database: target.database, passwords: withPasswords ? 'included' : 'omitted' },
-      ...(options.signal ? { signal: options.signal } : {}),
+      ...signalOf(options),
     });
   } catch (error) {
     if (options.signal?.aborted) throw error;

@@ -61,3 +61,8 @@ export function messageOf(error: unknown): string {
 export function throwIfAborted(signal: AbortSignal | undefined, what: string): void {
   if (signal?.aborted) throw new PgBackupError('PG_ABORTED', `${what} was aborted`, { cause: signal.reason });
 }
+
+/** `{ signal }` when `options` has one: spread into the options of what an operation calls. */
+export function signalOf(options: { signal?: AbortSignal | undefined }): { signal?: AbortSignal } {
+  return options.signal ? { signal: options.signal } : {};
+}

@@ -55,10 +55,10 @@ UNION ALL SELECT 'domains', count(*)::int FROM pg_type t JOIN pg_namespace n ON 
 UNION ALL SELECT 'extensions', count(*)::int FROM pg_extension WHERE extname <> 'plpgsql'
 `;
 
-const RELATIONS = (relkind: string) => `
+const TABLES = `
 SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS name, format('%I.%I', n.nspname, c.relname) AS ref
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind = '${relkind}' AND ${USER_NAMESPACE} AND ${notExtensionMember('pg_class', 'c.oid')}
+WHERE c.relkind = 'r' AND ${USER_NAMESPACE} AND ${notExtensionMember('pg_class', 'c.oid')}
 ORDER BY 1`;
 
 /** What a best-effort fingerprint could not read. */
@@ -80,7 +80,7 @@ export async function takeFingerprint(
 ): Promise<PgFingerprint & { failures: FingerprintFailure[] }> {
   const failures: FingerprintFailure[] = [];
   const sequences = options.sequences ?? (await readSequences(client, { ...options, failures }));
-  const tables = (await client.query<{ name: string; ref: string }>(RELATIONS('r'))).rows;
+  const tables = (await client.query<{ name: string; ref: string }>(TABLES)).rows;
   const objects: Record<string, number> = {};
   for (const row of (await client.query<{ kind: string; n: number }>(OBJECT_COUNTS)).rows) objects[row.kind] = row.n;
 

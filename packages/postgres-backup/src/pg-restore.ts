@@ -28,19 +28,14 @@ export interface PgRestoreRun {
  */
 export async function feed(source: AsyncIterable<Buffer>, sinks: Writable[]): Promise<void> {
   const live = new Set(sinks);
-  const closed = new WeakSet<Writable>();
-  for (const sink of sinks)
-    sink.on('error', () => {
-      closed.add(sink);
-      live.delete(sink);
-    });
+  for (const sink of sinks) sink.on('error', () => live.delete(sink));
   // Chunks queued in a child's pipe outlive young collections; free them now and then.
   const reclaim = periodicFullCollector();
   for await (const chunk of source) {
     reclaim();
     const waits: Promise<void>[] = [];
     for (const sink of live) {
-      if (closed.has(sink) || sink.destroyed) {
+      if (sink.destroyed) {
         live.delete(sink);
         continue;
       }

@@ -2,7 +2,7 @@ import type { Catalog, Manifest } from '@drkit/s3-store';
 import { openBackup, type PostgresFingerprintRecord } from './archive.js';
 import type { SealKeys } from './backup.js';
 import { type PgTarget, withClient, withDatabase } from './connection.js';
-import { PgBackupError } from './errors.js';
+import { PgBackupError, signalOf } from './errors.js';
 import { type PgBackupEventListener, throttledProgress } from './events.js';
 import {
   compareFingerprints,
@@ -57,7 +57,7 @@ export async function restoreArchiveInto(ctx: RestoreIntoContext, into: string, 
   });
   const progress = throttledProgress(emit, 'restore', ctx.manifest.object.size);
   const source = await openBackup(options.catalog, ctx.manifest, options.keys, {
-    ...(options.signal ? { signal: options.signal } : {}),
+    ...signalOf(options),
     onStoredBytes: (n) => progress.bytes(n),
   });
   let run: PgRestoreRun;
@@ -71,7 +71,7 @@ export async function restoreArchiveInto(ctx: RestoreIntoContext, into: string, 
     const stage = await stageArchive(source, {
       expectedBytes: ctx.manifest.plainSize ?? ctx.manifest.object.size,
       ...(options.stageDir ? { dir: options.stageDir } : {}),
-      ...(options.signal ? { signal: options.signal } : {}),
+      ...signalOf(options),
     }).catch(async (error: unknown) => {
       await source.return(undefined);
       throw error;
@@ -126,10 +126,6 @@ export async function restoreArchiveInto(ctx: RestoreIntoContext, into: string, 
     fingerprint: { tables: fingerprint.tables, sequences: fingerprint.sequences, objects: fingerprint.objects },
     ...(staged ? { staged } : {}),
   };
-}
-
-function signalOf(options: { signal?: AbortSignal }): { signal?: AbortSignal } {
-  return options.signal ? { signal: options.signal } : {};
 }
 
 function mbOf(bytes: number | undefined): string {

@@ -3,7 +3,7 @@ import type pg from 'pg';
 import { fingerprintOf, type PostgresFingerprintRecord, resolveBackup } from './archive.js';
 import { type SealKeys, serverInfo } from './backup.js';
 import { connect, ident, type PgTarget, pgTarget, withClient, withDatabase } from './connection.js';
-import { isPgBackupError, messageOf, PgBackupError, throwIfAborted } from './errors.js';
+import { isPgBackupError, messageOf, PgBackupError, signalOf, throwIfAborted } from './errors.js';
 import { emitter, type PgBackupEventListener } from './events.js';
 import type { PgFingerprint } from './fingerprint.js';
 import { createDatabaseFor, databaseExists, databaseName, dropDatabaseQuietly, shadowName, stamp } from './pg-restore.js';
@@ -153,7 +153,7 @@ export async function restorePostgres(options: RestorePostgresOptions): Promise<
       level: 2,
       record: false,
       ...(options.binDir ? { binDir: options.binDir } : {}),
-      ...(options.signal ? { signal: options.signal } : {}),
+      ...signalOf(options),
       ...(options.onEvent ? { onEvent: options.onEvent } : {}),
     });
     if (!verification.ok) throw verification.error as PgBackupError;
@@ -363,8 +363,4 @@ async function dropAndRestore(ctx: Ctx, jobs: number): Promise<Partial<PostgresR
   } finally {
     await admin.end().catch(() => {});
   }
-}
-
-function signalOf(options: { signal?: AbortSignal }): { signal?: AbortSignal } {
-  return options.signal ? { signal: options.signal } : {};
 }

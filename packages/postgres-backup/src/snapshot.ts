@@ -2,7 +2,7 @@ import type { Catalog, Manifest } from '@drkit/s3-store';
 import { shortError } from './archive.js';
 import { backupPostgres, type SealKeys } from './backup.js';
 import type { PgTarget } from './connection.js';
-import { isPgBackupError, type PgBackupError } from './errors.js';
+import { isPgBackupError, type PgBackupError, signalOf } from './errors.js';
 import { emitter, type PgBackupEventListener } from './events.js';
 import type { FingerprintFailure } from './fingerprint.js';
 
@@ -58,7 +58,7 @@ export async function snapshotCurrentState(options: SnapshotOptions): Promise<Po
         labels: { snapshot: 'true', ...(options.reason ? { reason: options.reason.slice(0, 200) } : {}) },
         ...(options.environment ? { environment: options.environment } : {}),
         ...(options.binDir ? { binDir: options.binDir } : {}),
-        ...(options.signal ? { signal: options.signal } : {}),
+        ...signalOf(options),
         ...(options.onEvent ? { onEvent: options.onEvent } : {}),
       });
       const countFailures = backup.fingerprint.failures ?? [];

@@ -3,7 +3,7 @@ import type { Catalog, Manifest } from '@drkit/s3-store';
 import { fingerprintOf, readBackup, resolveBackup, type StoredBytes } from './archive.js';
 import { type SealKeys, serverInfo } from './backup.js';
 import { type PgTarget, pgTarget, withClient } from './connection.js';
-import { isPgBackupError, messageOf, PgBackupError, throwIfAborted } from './errors.js';
+import { isPgBackupError, messageOf, PgBackupError, signalOf, throwIfAborted } from './errors.js';
 import { emitter, type PgBackupEventListener, throttledProgress } from './events.js';
 import type { FingerprintDifference } from './fingerprint.js';
 import { createDatabaseFor, dropDatabaseQuietly, feed, shadowName } from './pg-restore.js';
@@ -170,7 +170,7 @@ async function levelTwo(
   const progress = throttledProgress(emit, 'verify', manifest.object.size);
   let plainBytes = 0;
   const source = readBackup(options.catalog, manifest, options.keys as SealKeys, {
-    ...(options.signal ? { signal: options.signal } : {}),
+    ...signalOf(options),
     stored,
     onStoredBytes: (n) => progress.bytes(n),
   });
@@ -181,8 +181,8 @@ async function levelTwo(
     }
   }
   const env = { ...process.env, PGPASSWORD: '' };
-  const list = startTool(tool.path, ['--list'], { env, stdin: 'pipe', ...(options.signal ? { signal: options.signal } : {}) });
-  const decode = startTool(tool.path, ['--file=/dev/null'], { env, stdin: 'pipe', ...(options.signal ? { signal: options.signal } : {}) });
+  const list = startTool(tool.path, ['--list'], { env, stdin: 'pipe', ...signalOf(options) });
+  const decode = startTool(tool.path, ['--file=/dev/null'], { env, stdin: 'pipe', ...signalOf(options) });
   decode.child.stdout?.resume();
   const listed: Buffer[] = [];
   list.child.stdout?.on('data', (chunk: Buffer) => listed.push(chunk));
@@ -277,7 +277,7 @@ async function levelThree(
             keys: options.keys as SealKeys,
             allowErrors: options.allowErrors ?? ['missing-role'],
             ...(options.stageDir ? { stageDir: options.stageDir } : {}),
-            ...(options.signal ? { signal: options.signal } : {}),
+            ...signalOf(options),
           },
           target: scratch,
           manifest,
