@@ -1,7 +1,5 @@
-import { createHash } from 'node:crypto';
 import { isSealError, type OpenKeys, open } from '@drkit/crypto-stream';
-import type { Catalog, Manifest } from '@drkit/s3-store';
-import { isStoreError } from '@drkit/s3-store';
+import { type Catalog, isStoreError, type Manifest, readStored, type StoredBytes } from '@drkit/s3-store';
 import { messageOf, PgBackupError } from './errors.js';
 import type { DatabaseProperties, FingerprintFailure, PgFingerprint } from './fingerprint.js';
 
@@ -52,6 +50,8 @@ export function backupReadError(manifest: Manifest, error: unknown): unknown {
       { cause: error },
     );
   }
+  if (isStoreError(error) && error.code === 'STORE_INTEGRITY')
+    return new PgBackupError('PG_BACKUP_TAMPERED', error.message.replace(/^artifact /, 'backup '), { cause: error });
   if (isStoreError(error) && error.code === 'STORE_ARTIFACT_NOT_FOUND')
     return new PgBackupError('PG_BACKUP_NOT_FOUND', error.message, { cause: error });
   return error;
@@ -82,10 +82,7 @@ export async function resolveBackup(catalog: Catalog, ref: string): Promise<Mani
 }
 
 /** What {@link readBackup} saw of the stored bytes, complete once the iteration ended. */
-export interface StoredBytes {
-  size: number;
-  sha256: string;
-}
+export type { StoredBytes } from '@drkit/s3-store';
 
 /**
  * The plaintext (pg_dump's archive) of a backup, authenticated chunk by chunk as it streams:
@@ -100,24 +97,12 @@ export async function* readBackup(
   keys: OpenKeys,
   options: { signal?: AbortSignal; onStoredBytes?: (n: number) => void; stored?: StoredBytes } = {},
 ): AsyncGenerator<Buffer> {
-  const hash = createHash('sha256');
-  let size = 0;
-  async function* hashed(): AsyncGenerator<Buffer> {
-    const stream = await catalog.open(manifest, options.signal ? { signal: options.signal } : {});
-    for await (const chunk of stream as AsyncIterable<Buffer>) {
-      hash.update(chunk);
-      size += chunk.length;
-      options.onStoredBytes?.(chunk.length);
-      yield chunk;
-    }
-    const sha256 = hash.digest('hex');
-    if (options.stored) Object.assign(options.stored, { size, sha256 });
-    if (size !== manifest.object.size || sha256 !== manifest.object.sha256)
-      throw new PgBackupError(
-        'PG_BACKUP_TAMPERED',
-        `backup ${manifest.id}: the stored object is ${size} bytes with SHA-256 ${sha256.slice(0, 16)}..., the manifest says ${manifest.object.size} bytes with ${manifest.object.sha256.slice(0, 16)}...: it was altered. Use another backup`,
-      );
-  }
+  const hashed = () =>
+    readStored(catalog, manifest, {
+      ...(options.signal ? { signal: options.signal } : {}),
+      ...(options.onStoredBytes ? { onBytes: options.onStoredBytes } : {}),
+      ...(options.stored ? { stored: options.stored } : {}),
+    });
   try {
     yield* open(hashed(), { keys, ...(options.signal ? { signal: options.signal } : {}) });
   } catch (error) {

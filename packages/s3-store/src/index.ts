@@ -60,4 +60,5 @@ export {
   type StoreEvent,
   type StoreEventListener,
 } from './store.js';
+export { readStored, type StoredBytes } from './stored.js';
 export { type OpenStoreOptions, openStore, parseStoreUrl, splitStoreUrls } from './url.js';
