@@ -86,6 +86,8 @@ ensure_services() {
   local missing=()
   [ -n "$(pg_bin_dir)" ] || missing+=(postgresql postgresql-client)
   command -v redis-server >/dev/null || missing+=(redis-server)
+  # redis-cli: the peer of `pnpm bench redis` and the CLI tests' RDB restore commands.
+  command -v redis-cli >/dev/null || missing+=(redis-tools)
   [ "${#missing[@]}" -eq 0 ] && return
   if ! is_root || ! command -v apt-get >/dev/null; then
     die "missing system packages: ${missing[*]}. Install them (Debian/Ubuntu: sudo apt-get install -y ${missing[*]}) and run again."
