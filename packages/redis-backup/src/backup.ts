@@ -108,9 +108,23 @@ export async function backupRedis(options: BackupRedisOptions): Promise<RedisBac
     }
     if (logical) result.logical = await backupLogical(options, target, client, version, common, emit, warn, result.rdb);
     return result;
+  } catch (error) {
+    if (options.signal?.aborted && !isRedisBackupError(error, 'REDIS_ABORTED'))
+      throw new RedisBackupError('REDIS_ABORTED', `the backup of ${target.description} was aborted; no backup was recorded`, {
+        cause: error,
+      });
+    // The store reports a failed source as its own I/O error: the Redis failure is the news.
+    throw ownCause(error) ?? error;
   } finally {
     await client.quit().catch(() => client.disconnect());
   }
+}
+
+/** The first RedisBackupError in an error's cause chain (a store wraps its source's failure). */
+function ownCause(error: unknown): RedisBackupError | undefined {
+  for (let e: unknown = error, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++)
+    if (e instanceof RedisBackupError) return e;
+  return undefined;
 }
 
 /** The drkit version recorded in manifests. */

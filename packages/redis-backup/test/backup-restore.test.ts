@@ -7,6 +7,8 @@ import { masterKey } from '@drkit/crypto-stream';
 import { type Catalog, createCatalog, createFsStore } from '@drkit/s3-store';
 import { type RedisSandbox, startRedis } from '@drkit/sandbox';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { redisTarget } from '../src/connection.js';
+import { exportRedis } from '../src/export.js';
 import {
   backupRedis,
   isRedisBackupError,
@@ -17,6 +19,7 @@ import {
   verifyRedisBackup,
   verifyRedisRestore,
 } from '../src/index.js';
+import { type KeyRecord, readLines } from '../src/records.js';
 import { client, digest, fillDataset, keyStates } from './support/dataset.js';
 
 const KEY = masterKey(randomBytes(32), 'redis-test');
@@ -374,5 +377,53 @@ describe('backupRedis: errors and fallback', () => {
     expect(check.ok).toBe(false);
     expect(check.differences.map((d) => `${d.key} ${d.problem}`).sort()).toEqual(['str:int missing', 'str:ttl expiry']);
     expect(check.digest).toBe('different');
+  });
+});
+
+describe('large keys and aborts', () => {
+  it('a key over the window size is exported in windows by default and restored whole', async () => {
+    const src = await server();
+    const r = client(src.url());
+    const p = r.pipeline();
+    for (let i = 0; i < 25_000; i++) p.hset('big:hash', `f${i}`, `v${i}`);
+    for (let i = 0; i < 25_000; i += 500) p.rpush('big:list', ...Array.from({ length: 500 }, (_, j) => `i${i + j}`));
+    await p.exec();
+    await r.pexpireat('big:hash', Date.now() + 3_600_000);
+    r.disconnect();
+    const exported = exportRedis(redisTarget(src.url()), { encoding: 'exact' });
+    const records: KeyRecord[] = [];
+    for await (const line of readLines(exported.chunks)) if (line.kind === 'key') records.push(line.record);
+    const hash = records.filter((rec) => rec.key === 'big:hash');
+    expect(hash.length).toBeGreaterThanOrEqual(3);
+    expect(hash.every((rec) => rec.dump === undefined)).toBe(true);
+    expect(hash[0]?.expireAt).toBeGreaterThan(Date.now());
+    expect(hash.slice(1).every((rec) => rec.cont && rec.expireAt === undefined)).toBe(true);
+    expect(hash.slice(0, -1).every((rec) => rec.more)).toBe(true);
+    expect(Math.max(...hash.map((rec) => rec.fields?.length ?? 0))).toBeLessThanOrEqual(10_000 * 1.5);
+    expect(records.filter((rec) => rec.key === 'big:list').map((rec) => rec.items?.length)).toEqual([10_000, 10_000, 5_000]);
+    const catalog = await catalogAt('big');
+    const backup = await backupRedis({ url: src.url(), catalog, keys: KEY, mode: 'logical' });
+    const target = await server();
+    const result = await restoreRedis({ url: target.url(), catalog, backup: backup.logical?.id as string, keys: KEY });
+    expect(result.check).toMatchObject({ ok: true, digest: 'equal' });
+  });
+
+  it('an aborted backup records nothing', async () => {
+    const catalog = await catalogAt('aborted');
+    const controller = new AbortController();
+    const pending = backupRedis({
+      url: source.url(),
+      catalog,
+      keys: KEY,
+      mode: 'logical',
+      export: { batch: 2 },
+      signal: controller.signal,
+      onEvent: (e) => {
+        if (e.type === 'step' && e.step === 'export') controller.abort(new Error('operator cancelled'));
+      },
+    });
+    const error = await pending.catch((e) => e);
+    expect(isRedisBackupError(error, 'REDIS_ABORTED')).toBe(true);
+    expect(await catalog.list()).toEqual([]);
   });
 });
