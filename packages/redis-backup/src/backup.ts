@@ -101,7 +101,7 @@ export async function backupRedis(options: BackupRedisOptions): Promise<RedisBac
         if (!isRedisBackupError(error, 'REDIS_SYNC_REFUSED')) throw error;
         result.fallback = error.message;
         warn(
-          `${target.description} refused to send its RDB (${error.message.split(': ').slice(1).join(': ') || error.message}); making a logical export instead`,
+          `no RDB backup: ${target.description} refused SYNC (${String(error.details.reply ?? error.message)}); a logical export is made instead`,
         );
         logical = true;
       }

@@ -21,8 +21,7 @@ export interface RedisTarget {
 
 /**
  * Parses `redis://[user[:password]@]host[:port][/db]`, `rediss://` (TLS) or
- * `unix:///path/to/redis.sock[?db=N]` (user and password may come with unix URLs too:
- * `unix://:secret@/var/run/redis.sock`).
+ * `unix:///path/to/redis.sock[?db=N&password=secret]`.
  * @throws RedisBackupError REDIS_URL_INVALID, with a message that never repeats the password
  */
 export function redisTarget(url: string): RedisTarget {

@@ -187,6 +187,7 @@ export async function restoreRedis(options: RestoreRedisOptions): Promise<RedisR
       imported: counts,
     };
     if (options.verify !== false) {
+      const saved = snapshot ? `. The server's state before this restore is backup ${snapshot.id}` : '';
       emit({ type: 'step', step: 'verify', message: 'comparing every key with the backup (type, expiry, DBSIZE, DEBUG DIGEST)' });
       result.check = await verifyRedisRestore({
         url: target,
@@ -200,8 +201,8 @@ export async function restoreRedis(options: RestoreRedisOptions): Promise<RedisR
       if (failed && policy !== 'skip')
         throw new RedisBackupError(
           'REDIS_VERIFY_FAILED',
-          `the restored server differs from backup ${manifest.id}: ${result.check.differenceCount} key difference(s)${result.check.differences[0] ? ` (first: db ${result.check.differences[0].db} ${result.check.differences[0].key}: ${result.check.differences[0].problem}, expected ${result.check.differences[0].expected}, found ${result.check.differences[0].actual})` : ''}, ${result.check.extra} extra key(s), digest ${result.check.digest}`,
-          { details: { check: result.check } },
+          `the restored server differs from backup ${manifest.id}: ${result.check.differenceCount} key difference(s)${result.check.differences[0] ? ` (first: db ${result.check.differences[0].db} ${result.check.differences[0].key}: ${result.check.differences[0].problem}, expected ${result.check.differences[0].expected}, found ${result.check.differences[0].actual})` : ''}, ${result.check.extra} extra key(s), digest ${result.check.digest}${saved}`,
+          { details: { check: result.check, result } },
         );
     }
     return result;
@@ -284,6 +285,8 @@ export interface RestoreRdbOptions {
   dryRun?: boolean;
   /** How long the restarted server may take to load. @default 300000 */
   loadTimeoutMs?: number;
+  /** How long the server may still answer after `stop()` returned. @default 30000 */
+  stopTimeoutMs?: number;
   signal?: AbortSignal;
   onEvent?: RedisBackupEventListener;
 }
@@ -366,6 +369,7 @@ export async function restoreRedisRdb(options: RestoreRdbOptions): Promise<RdbRe
   try {
     emit({ type: 'step', step: 'stop', message: `stopping ${target.description}` });
     await control(() => options.server.stop(), 'stop', target);
+    await waitStopped(target, options.signal, options.stopTimeoutMs);
     if (await exists(dumpPath)) {
       previous = `${dumpPath}.drkit-before-${new Date().toISOString().replace(/[-:.]/g, '')}`;
       await rename(dumpPath, previous);
@@ -465,6 +469,28 @@ async function writeChecked(options: RestoreRdbOptions, manifest: Manifest, path
   } finally {
     await handle.close();
   }
+}
+
+/**
+ * Waits until the server no longer answers: a stop command that returns early would let a
+ * server that saves on shutdown overwrite the restored file.
+ */
+async function waitStopped(target: RedisTarget, signal: AbortSignal | undefined, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    throwIfAborted(signal, 'waiting for the server to stop');
+    try {
+      await withClient(target, (client) => client.ping());
+    } catch (error) {
+      if (isRedisBackupError(error, 'REDIS_CONNECTION_REFUSED') || isRedisBackupError(error, 'REDIS_UNREACHABLE')) return;
+      throw error;
+    }
+    await sleep(100);
+  }
+  throw new RedisBackupError(
+    'REDIS_SERVICE_FAILED',
+    `${target.description} still answers ${timeoutMs / 1000} s after the stop command returned: nothing was changed. Make the stop command wait until the server has exited`,
+  );
 }
 
 /** Waits until the server answers and has finished loading its dataset. */

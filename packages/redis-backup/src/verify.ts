@@ -38,8 +38,8 @@ export interface RedisRestoreCheck {
   /** First 50 differences; `differenceCount` counts them all. */
   differences: KeyDifference[];
   differenceCount: number;
-  /** Per database: keys the backup says should be there now, and DBSIZE. */
-  databases: Record<string, { expected: number; dbsize: number }>;
+  /** Per database: keys the backup says should be there now, those found, and DBSIZE. */
+  databases: Record<string, { expected: number; present: number; dbsize: number }>;
   /** Keys in the server that the backup does not have (DBSIZE beyond the matched keys). */
   extra: number;
   /**
@@ -119,8 +119,9 @@ export async function verifyRedisRestore(options: VerifyRestoreOptions): Promise
           continue;
         }
         result.expected++;
-        const entry = result.databases[String(r.db)] ?? { expected: 0, dbsize: 0 };
+        const entry = result.databases[String(r.db)] ?? { expected: 0, present: 0, dbsize: 0 };
         entry.expected++;
+        if (type !== 'none') entry.present++;
         result.databases[String(r.db)] = entry;
         const expectedAt = String(r.expireAt ?? -1);
         if (type === 'none') differ({ db: r.db, key: r.key, problem: 'missing', expected: r.type, actual: 'none' });
@@ -165,11 +166,11 @@ export async function verifyRedisRestore(options: VerifyRestoreOptions): Promise
 
 async function countDb(client: Redis, db: number, result: RedisRestoreCheck): Promise<void> {
   if (db < 0) return;
-  const entry = result.databases[String(db)] ?? { expected: 0, dbsize: 0 };
+  const entry = result.databases[String(db)] ?? { expected: 0, present: 0, dbsize: 0 };
   entry.dbsize = await client.dbsize();
   result.databases[String(db)] = entry;
-  // Matched keys are in DBSIZE; anything beyond the expected ones is extra.
-  result.extra += Math.max(0, entry.dbsize - entry.expected);
+  // Every key of the backup that was found is in DBSIZE; the rest are keys it does not have.
+  result.extra += Math.max(0, entry.dbsize - entry.present);
 }
 
 async function keyspaceCounts(client: Redis): Promise<Record<string, number>> {
@@ -201,11 +202,26 @@ export interface RedisBackupCheck {
 export async function verifyRedisBackup(options: {
   catalog: Catalog;
   backup: string | Manifest;
-  keys: OpenKeys;
+  /** Needed for level 2 (decryption); level 1 reads only the stored bytes. */
+  keys?: OpenKeys;
   /** @default 2 */
   level?: 1 | 2;
+  /** Record the outcome in the manifest (a failed backup is then skipped by "latest"). @default true */
+  record?: boolean;
   signal?: AbortSignal;
 }): Promise<RedisBackupCheck> {
+  const check = await checkBackup(options);
+  if (options.record !== false)
+    await options.catalog.recordVerification(check.backup, {
+      status: check.ok ? 'passed' : 'failed',
+      at: new Date().toISOString(),
+      level: `L${check.level}`,
+      detail: check.detail.slice(0, 900),
+    });
+  return check;
+}
+
+async function checkBackup(options: Parameters<typeof verifyRedisBackup>[0]): Promise<RedisBackupCheck> {
   const manifest = typeof options.backup === 'string' ? await resolveRedisBackup(options.catalog, options.backup) : options.backup;
   const level = options.level ?? 2;
   const fail = (reached: 1 | 2, error: unknown): RedisBackupCheck => ({
@@ -225,6 +241,7 @@ export async function verifyRedisBackup(options: {
       ),
     );
   if (level === 1) return { ok: true, backup: manifest, level: 1, detail: `${stored.size} stored bytes match the manifest` };
+  if (!options.keys) throw new RedisBackupError('REDIS_OPTIONS_INVALID', 'level 2 decrypts the backup: give the keys that open it');
   try {
     const plain = readRedisBackup(options.catalog, manifest, options.keys, signalOf(options));
     if (manifest.kind === REDIS_RDB_KIND) {

@@ -74,6 +74,7 @@ describe('backupRedis + restoreRedis (logical)', () => {
         const check = await verifyRedisBackup({ catalog, backup: manifest as NonNullable<typeof manifest>, keys: KEY });
         expect(check.ok, check.detail).toBe(true);
         expect(check.level).toBe(2);
+        expect((await catalog.get(check.backup.id)).verification).toMatchObject({ status: 'passed', level: 'L2' });
       }
       const target = await server();
       const result = await restoreRedis({ url: target.url(), catalog, backup: 'latest', keys: KEY });
@@ -229,9 +230,12 @@ describe('restoreRedis: existing keys, flush, snapshots', () => {
     const error = await restoreRedis({ url: target.url(), catalog: tampered, backup: manifest.id, keys: KEY, flush: true }).catch((e) => e);
     expect(isRedisBackupError(error, 'REDIS_BACKUP_TAMPERED')).toBe(true);
     expect(await digest(target.url())).toBe(before);
-    const check = await verifyRedisBackup({ catalog: tampered, backup: manifest, keys: KEY, level: 1 });
+    const check = await verifyRedisBackup({ catalog: tampered, backup: manifest, level: 1 });
     expect(check).toMatchObject({ ok: false, level: 1 });
     expect(check.error?.code).toBe('REDIS_BACKUP_TAMPERED');
+    // The outcome is recorded: "latest" no longer offers this backup.
+    expect((await tampered.get(manifest.id)).verification).toMatchObject({ status: 'failed', level: 'L1' });
+    expect(await tampered.latest('redis-logical')).toBeUndefined();
   });
 
   it('a wrong key is REDIS_WRONG_KEY and names the key id the backup was sealed with', async () => {
@@ -309,6 +313,22 @@ describe('restoreRedisRdb', () => {
     expect(aof.running).toBe(true);
   });
 
+  it('a stop that does not stop the server changes nothing', async () => {
+    const target = await server({ persistence: 'rdb' });
+    const before = readdirSync(target.dataDir).sort();
+    const error = await restoreRedisRdb({
+      url: target.url(),
+      catalog,
+      backup: rdbId,
+      keys: KEY,
+      server: { stop: async () => {}, start: async () => {} },
+      stopTimeoutMs: 500,
+    }).catch((e) => e);
+    expect(isRedisBackupError(error, 'REDIS_SERVICE_FAILED')).toBe(true);
+    expect(error.message).toMatch(/still answers/);
+    expect(readdirSync(target.dataDir).sort()).toEqual(before);
+  });
+
   it('a tampered RDB is refused before the server is stopped, and leaves no temp file', async () => {
     const tampered = await catalogAt('rdb-tampered');
     const manifest = (await backupRedis({ url: source.url(), catalog: tampered, keys: KEY, mode: 'rdb' })).rdb;
@@ -344,7 +364,7 @@ describe('backupRedis: errors and fallback', () => {
     expect(result.rdb).toBeUndefined();
     expect(result.logical?.kind).toBe('redis-logical');
     expect(result.fallback).toMatch(/logical export/);
-    expect(result.warnings.join('\n')).toMatch(/refused to send its RDB.*logical export instead/);
+    expect(result.warnings.join('\n')).toMatch(/^no RDB backup: .* refused SYNC \(-NOPERM .*\); a logical export is made instead$/m);
     expect(JSON.stringify(result)).not.toContain('app-secret-pw');
   });
 
@@ -372,11 +392,17 @@ describe('backupRedis: errors and fallback', () => {
     const r = client(target.url());
     await r.del('str:int');
     await r.pexpireat('str:ttl', Date.now() + 10_000_000);
-    r.disconnect();
     const check = await verifyRedisRestore({ url: target.url(), catalog, backup: id, keys: KEY });
     expect(check.ok).toBe(false);
     expect(check.differences.map((d) => `${d.key} ${d.problem}`).sort()).toEqual(['str:int missing', 'str:ttl expiry']);
     expect(check.digest).toBe('different');
+    expect(check.extra).toBe(0);
+    // A missing key does not hide an extra one in the same database; extra keys make the digest incomparable.
+    await r.set('not:in:backup', 'x');
+    r.disconnect();
+    const again = await verifyRedisRestore({ url: target.url(), catalog, backup: id, keys: KEY });
+    expect(again.extra).toBe(1);
+    expect(again.digest).toBe('not-comparable');
   });
 });
 
