@@ -12,6 +12,7 @@ import { haltAuditCommand, haltEngageCommand, haltReleaseCommand, haltStatusComm
 import { keyGenerateCommand } from './key.js';
 import { openCommand } from './open.js';
 import { backupPostgresCommand, restorePostgresCommand, verifyPostgresCommand } from './postgres.js';
+import { backupRedisCommand, restoreRedisCommand, verifyRedisCommand } from './redis.js';
 import { sealCommand } from './seal.js';
 
 /** Every built-in `drkit` command, in the order help lists them. */
@@ -28,6 +29,9 @@ export const allCommands: readonly Command[] = [
   backupPostgresCommand,
   restorePostgresCommand,
   verifyPostgresCommand,
+  backupRedisCommand,
+  restoreRedisCommand,
+  verifyRedisCommand,
   pruneCommand,
   haltEngageCommand,
   haltStatusCommand,

@@ -1,6 +1,4 @@
 import { performance } from 'node:perf_hooks';
-import { createInterface } from 'node:readline';
-import type { Readable } from 'node:stream';
 import {
   backupPostgres,
   describeVerification,
@@ -11,7 +9,6 @@ import {
   pgTarget,
   RESTORE_ERROR_CLASSES,
   type RestoreErrorClass,
-  redactUrl,
   resolveBackup,
   restorePostgres,
   type VerifyLevel,
@@ -19,8 +16,10 @@ import {
 } from '@drkit/postgres-backup';
 import { type Manifest, TIERS } from '@drkit/s3-store';
 import { type CliIo, defineCommand } from '../command.js';
+import { confirmDestructive, numbered } from '../confirm.js';
 import { EXIT, UsageError } from '../errors.js';
 import { KEY_FILE_HELP, KEY_SOURCES_HELP, loadCommandKeys, sealingKeyId } from '../keys.js';
+import { guarded as guardedBy, scrub, urlSecrets } from '../secrets.js';
 import { parseTier, withCatalog } from './backup.js';
 import { seconds } from './seal.js';
 
@@ -34,57 +33,17 @@ to pg_dump/pg_restore through their environment and is never printed. pg_dump an
 of the server's major version are looked up in PG_BIN, /usr/lib/postgresql/<major>/bin, PATH.`;
 
 // ---------------------------------------------------------------------------------------------
-// Secrets
+// Secrets (shared with the other commands: ../secrets.ts)
 
-const MASK = '***';
-
-/** The password of a postgres URL (raw and decoded), and a `password=` query value: what must never be printed. */
-export function urlSecrets(url: string | undefined): string[] {
-  if (!url) return [];
-  try {
-    const parsed = new URL(url.trim().replace(/^postgres(ql)?:/i, 'http:'));
-    let decoded = parsed.password;
-    try {
-      decoded = decodeURIComponent(parsed.password);
-    } catch {
-      // not percent-encoded
-    }
-    return [parsed.password, decoded, parsed.searchParams.get('password') ?? ''].filter((s) => s.length >= 3);
-  } catch {
-    return [];
-  }
-}
-
-/** `text` with the password of any postgres URL removed and every known secret masked. */
-export function scrub(text: string, secrets: readonly string[]): string {
-  let out = redactUrl(text).replace(/([?&]password=)[^&\s]*/gi, `$1${MASK}`);
-  for (const secret of secrets)
-    for (const form of new Set([secret, encodeURIComponent(secret)])) if (form) out = out.split(form).join(MASK);
-  return out;
-}
+export { readLine } from '../confirm.js';
+export { scrub, urlSecrets } from '../secrets.js';
 
 /**
  * Runs `body`; a failure leaves with its message scrubbed of `secrets`, and an invalid URL or
  * option (PG_URL_INVALID, PG_OPTIONS_INVALID) becomes a usage error (exit 2).
  */
-async function guarded<T>(secrets: readonly string[], body: () => Promise<T>): Promise<T> {
-  try {
-    return await body();
-  } catch (error) {
-    if (isPgBackupError(error, 'PG_URL_INVALID') || isPgBackupError(error, 'PG_OPTIONS_INVALID'))
-      throw new UsageError(`${error.code}: ${scrub(error.message, secrets)}`);
-    if (error instanceof Error) {
-      const clean = scrub(error.message, secrets);
-      if (clean !== error.message) {
-        try {
-          error.message = clean;
-        } catch {
-          throw new Error(clean);
-        }
-      }
-    }
-    throw error;
-  }
+function guarded<T>(secrets: readonly string[], body: () => Promise<T>): Promise<T> {
+  return guardedBy(secrets, (error) => isPgBackupError(error, 'PG_URL_INVALID') || isPgBackupError(error, 'PG_OPTIONS_INVALID'), body);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -195,32 +154,6 @@ export function pgEventPrinter(
     }
   };
   return { onEvent, warnings };
-}
-
-// ---------------------------------------------------------------------------------------------
-// Confirmation
-
-/**
- * Reads one line from `input` (without its line break); undefined when the input ends first.
- * Rejects when `signal` aborts.
- */
-export async function readLine(input: Readable, signal?: AbortSignal): Promise<string | undefined> {
-  const rl = createInterface({ input, terminal: false });
-  let onAbort: (() => void) | undefined;
-  try {
-    return await new Promise<string | undefined>((resolve, reject) => {
-      rl.once('line', (text) => resolve(text));
-      rl.once('close', () => resolve(undefined));
-      if (signal) {
-        if (signal.aborted) reject(signal.reason);
-        onAbort = () => reject(signal.reason);
-        signal.addEventListener('abort', onAbort, { once: true });
-      }
-    });
-  } finally {
-    if (onAbort) signal?.removeEventListener('abort', onAbort);
-    rl.close();
-  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -348,10 +281,6 @@ export function describeRestore(p: RestorePlan): string[] {
   ];
 }
 
-function numbered(lines: readonly string[]): string {
-  return lines.map((l, i) => `  ${i + 1}. ${l}\n`).join('');
-}
-
 /** `drkit restore postgres`: restore beside the database, verify, swap in. */
 export const restorePostgresCommand = defineCommand({
   path: ['restore', 'postgres'],
@@ -445,26 +374,21 @@ Examples:
         const note = snapshotNote(manifest);
         if (note) io.stderr.write(`drkit: warning: ${scrub(note, secrets)}\n`);
         const plan: RestorePlan = { manifest, db, dropExisting, keepDamaged, jobs, stageDir, allowErrors };
-        if (!dryRun && options.yes !== true) {
-          const lines = describeRestore(plan);
-          if (!io.isTTY) {
-            io.stderr.write(
-              scrub(
-                `drkit: refused: restoring ${db.description} would:\n${numbered(lines)}` +
-                  'drkit: nothing was changed. Pass --yes to restore, or --dry-run to check the backup and see the plan.\n',
-                secrets,
-              ),
-            );
-            return EXIT.REFUSED;
-          }
-          io.stderr.write(scrub(`drkit: restoring ${db.description} will:\n${numbered(lines)}`, secrets));
-          io.stderr.write(`Type the name of the database (${db.database}) to go ahead, anything else cancels: `);
-          const answer = await readLine(io.stdin, signal);
-          if (answer?.trim() !== db.database) {
-            io.stderr.write(`drkit: refused: the answer was not '${db.database}'; nothing was changed\n`);
-            return EXIT.REFUSED;
-          }
-        }
+        if (
+          !dryRun &&
+          options.yes !== true &&
+          !(await confirmDestructive({
+            io,
+            signal,
+            secrets,
+            action: `restoring ${db.description}`,
+            steps: describeRestore(plan),
+            hint: 'Pass --yes to restore, or --dry-run to check the backup and see the plan.',
+            what: 'the name of the database',
+            expected: db.database,
+          }))
+        )
+          return EXIT.REFUSED;
 
         const result = await restorePostgres({
           catalog,
