@@ -577,7 +577,7 @@ describe('redisEventPrinter', () => {
         '',
       ].join('\n'),
     );
-    expect(printer.warnings).toEqual(['password s3cret-pw leaked?']);
+    expect([...printer.warnings]).toEqual(['password s3cret-pw leaked?']);
     const slow = memoryIo();
     redisEventPrinter(slow, []).onEvent({ type: 'progress', operation: 'export', keys: 1 });
     expect(slow.err()).toBe('');

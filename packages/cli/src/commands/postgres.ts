@@ -18,6 +18,7 @@ import { type Manifest, TIERS } from '@drkit/s3-store';
 import { type CliIo, defineCommand } from '../command.js';
 import { confirmDestructive, numbered } from '../confirm.js';
 import { EXIT, UsageError } from '../errors.js';
+import { eventPrinter, mb } from '../events.js';
 import { KEY_FILE_HELP, KEY_SOURCES_HELP, loadCommandKeys, sealingKeyId } from '../keys.js';
 import { guarded as guardedBy, scrub, urlSecrets } from '../secrets.js';
 import { parseTier, withCatalog } from './backup.js';
@@ -109,10 +110,6 @@ function snapshotNote(manifest: Manifest): string | undefined {
   return `backup ${manifest.id} is a SNAPSHOT of the database as it was before a restore${manifest.labels.reason ? ` (${manifest.labels.reason})` : ''}, not a regular backup: name the backup id to use another`;
 }
 
-function mb(bytes: number): string {
-  return `${(bytes / 1e6).toFixed(1)} MB`;
-}
-
 /**
  * Renders postgres-backup's events on stderr: every step, every warning, and progress at most
  * every `everyMs` (MB so far, of the total when known, and the table being processed). Secrets
@@ -123,37 +120,15 @@ export function pgEventPrinter(
   secrets: readonly string[],
   options: { everyMs?: number; skipSteps?: readonly string[] } = {},
 ): { onEvent: (event: PgBackupEvent) => void; warnings: Set<string> } {
-  const everyMs = options.everyMs ?? 5000;
-  let last = performance.now();
-  let previous = '';
-  const warnings = new Set<string>();
-  const line = (text: string) => {
-    const clean = scrub(text, secrets);
-    // The same step announced twice in a row says nothing new.
-    if (clean === previous) return;
-    previous = clean;
-    io.stderr.write(`drkit: ${clean}\n`);
-  };
-  const onEvent = (event: PgBackupEvent) => {
-    switch (event.type) {
-      case 'step':
-        if (!options.skipSteps?.includes(event.step)) line(event.message);
-        return;
-      case 'warning':
-        warnings.add(event.message);
-        line(`warning: ${event.message}`);
-        return;
-      case 'progress': {
-        const now = performance.now();
-        if (now - last < everyMs) return;
-        last = now;
-        const of = event.total !== undefined && event.operation !== 'dump' ? ` of ${mb(event.total)} stored` : '';
-        line(`${event.operation}: ${mb(event.bytes)}${of}${event.item ? `, table ${event.item}` : ''}`);
-        return;
-      }
-    }
-  };
-  return { onEvent, warnings };
+  return eventPrinter<PgBackupEvent>(
+    io,
+    secrets,
+    (event) => {
+      const of = event.total !== undefined && event.operation !== 'dump' ? ` of ${mb(event.total)} stored` : '';
+      return `${event.operation}: ${mb(event.bytes)}${of}${event.item ? `, table ${event.item}` : ''}`;
+    },
+    options,
+  );
 }
 
 // ---------------------------------------------------------------------------------------------

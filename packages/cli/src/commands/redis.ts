@@ -26,6 +26,7 @@ import { type Catalog, type Manifest, TIERS } from '@drkit/s3-store';
 import { type CliIo, defineCommand } from '../command.js';
 import { confirmDestructive, numbered } from '../confirm.js';
 import { EXIT, UsageError } from '../errors.js';
+import { eventPrinter, mb } from '../events.js';
 import { KEY_FILE_HELP, KEY_SOURCES_HELP, loadCommandKeys, sealingKeyId } from '../keys.js';
 import { guarded, scrub, urlSecrets } from '../secrets.js';
 import { parseTier, withCatalog } from './backup.js';
@@ -81,10 +82,6 @@ function oneRef(positionals: string[], command: string): string {
 // ---------------------------------------------------------------------------------------------
 // Output
 
-function mb(bytes: number): string {
-  return `${(bytes / 1e6).toFixed(1)} MB`;
-}
-
 /**
  * Renders redis-backup's events on stderr: every step, every warning, and progress at most
  * every `everyMs` (MB of an RDB, keys of an export or a restore). Secrets are scrubbed;
@@ -94,40 +91,19 @@ export function redisEventPrinter(
   io: CliIo,
   secrets: readonly string[],
   options: { everyMs?: number; skipSteps?: readonly string[] } = {},
-): { onEvent: (event: RedisBackupEvent) => void; warnings: string[] } {
-  const everyMs = options.everyMs ?? 5000;
-  let last = performance.now();
-  let previous = '';
-  const warnings: string[] = [];
-  const line = (text: string) => {
-    const clean = scrub(text, secrets);
-    if (clean === previous) return;
-    previous = clean;
-    io.stderr.write(`drkit: ${clean}\n`);
-  };
-  const onEvent = (event: RedisBackupEvent) => {
-    switch (event.type) {
-      case 'step':
-        if (!options.skipSteps?.includes(event.step)) line(event.message);
-        return;
-      case 'warning':
-        warnings.push(event.message);
-        line(`warning: ${event.message}`);
-        return;
-      case 'progress': {
-        const now = performance.now();
-        if (now - last < everyMs) return;
-        last = now;
-        const what = event.operation === 'rdb' ? 'RDB' : event.operation;
-        const db = event.db !== undefined ? `, db ${event.db}` : '';
-        if (event.keys !== undefined) line(`${what}: ${event.keys}${event.total !== undefined ? ` of ${event.total}` : ''} keys${db}`);
-        else if (event.bytes !== undefined)
-          line(`${what}: ${mb(event.bytes)}${event.total !== undefined ? ` of ${mb(event.total)}` : ''}${db}`);
-        return;
-      }
-    }
-  };
-  return { onEvent, warnings };
+): { onEvent: (event: RedisBackupEvent) => void; warnings: Set<string> } {
+  return eventPrinter<RedisBackupEvent>(
+    io,
+    secrets,
+    (event) => {
+      const what = event.operation === 'rdb' ? 'RDB' : event.operation;
+      const db = event.db !== undefined ? `, db ${event.db}` : '';
+      if (event.keys !== undefined) return `${what}: ${event.keys}${event.total !== undefined ? ` of ${event.total}` : ''} keys${db}`;
+      if (event.bytes !== undefined) return `${what}: ${mb(event.bytes)}${event.total !== undefined ? ` of ${mb(event.total)}` : ''}${db}`;
+      return undefined;
+    },
+    options,
+  );
 }
 
 /** A snapshot taken before a flush or a replace holds the state a restore replaced: say so whenever one is picked. */
