@@ -1,12 +1,13 @@
-import {
+import type {
   GetBucketLifecycleConfigurationCommand,
   GetBucketVersioningCommand,
-  type LifecycleRule,
+  LifecycleRule,
   PutBucketLifecycleConfigurationCommand,
   PutBucketVersioningCommand,
-  type S3Client,
+  S3Client,
 } from '@aws-sdk/client-s3';
 import { StoreError } from './errors.js';
+import { s3sdk } from './sdk.js';
 
 /** Options of {@link applyBucketSettings}; the defaults are the platform plan's. */
 export interface BucketSettings {
@@ -90,7 +91,7 @@ export async function applyBucketSettings(
 
   if (settings.versioning ?? true) {
     try {
-      await client.send(new PutBucketVersioningCommand({ Bucket: bucket, VersioningConfiguration: { Status: 'Enabled' } }));
+      await client.send(new (s3sdk().PutBucketVersioningCommand)({ Bucket: bucket, VersioningConfiguration: { Status: 'Enabled' } }));
     } catch (error) {
       throw wrap('versioning', bucket, error);
     }
@@ -98,7 +99,7 @@ export async function applyBucketSettings(
 
   let existing: LifecycleRule[] = [];
   try {
-    existing = (await client.send(new GetBucketLifecycleConfigurationCommand({ Bucket: bucket }))).Rules ?? [];
+    existing = (await client.send(new (s3sdk().GetBucketLifecycleConfigurationCommand)({ Bucket: bucket }))).Rules ?? [];
   } catch (error) {
     // A bucket without lifecycle rules answers NoSuchLifecycleConfiguration.
     if ((error as { name?: string })?.name !== 'NoSuchLifecycleConfiguration') throw wrap('lifecycle rules', bucket, error);
@@ -112,9 +113,9 @@ export async function applyBucketSettings(
   };
   const rules = [...existing.filter((r) => r.ID !== LIFECYCLE_RULE_ID), ...(glacier > 0 || abortAfter > 0 ? [ours] : [])];
   try {
-    await client.send(new PutBucketLifecycleConfigurationCommand({ Bucket: bucket, LifecycleConfiguration: { Rules: rules } }));
-    const versioning = await client.send(new GetBucketVersioningCommand({ Bucket: bucket }));
-    const lifecycle = await client.send(new GetBucketLifecycleConfigurationCommand({ Bucket: bucket }));
+    await client.send(new (s3sdk().PutBucketLifecycleConfigurationCommand)({ Bucket: bucket, LifecycleConfiguration: { Rules: rules } }));
+    const versioning = await client.send(new (s3sdk().GetBucketVersioningCommand)({ Bucket: bucket }));
+    const lifecycle = await client.send(new (s3sdk().GetBucketLifecycleConfigurationCommand)({ Bucket: bucket }));
     const applied: AppliedBucketSettings = { versioning: versioning.Status ?? 'Off', rules: lifecycle.Rules ?? [] };
     if ((settings.versioning ?? true) && applied.versioning !== 'Enabled')
       throw Object.assign(new Error('versioning did not stick'), { name: 'NotImplemented' });

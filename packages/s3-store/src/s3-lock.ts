@@ -29,13 +29,13 @@
 // is used for writing and judging expiry alike.
 
 import { setTimeout as sleep } from 'node:timers/promises';
-import {
+import type {
   DeleteObjectCommand,
   GetObjectCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
   PutObjectCommand,
-  type S3Client,
+  S3Client,
 } from '@aws-sdk/client-s3';
 import { StoreError } from './errors.js';
 import {
@@ -56,6 +56,7 @@ import {
   startLease,
 } from './lease.js';
 import { errorCodeOf, httpStatusOf, isTransientError, toStoreError } from './s3-errors.js';
+import { s3sdk } from './sdk.js';
 import type { Lease, LockInfo, LockOptions } from './store.js';
 
 /** Where S3 locks live: a bucket, and a key prefix that is '' or ends with '/'. */
@@ -227,13 +228,13 @@ async function storeError(ctx: Ctx, what: string, error: unknown): Promise<Store
 async function put(ctx: Ctx, key: string, body: string, conditions: { IfNoneMatch?: string; IfMatch?: string } = {}): Promise<string> {
   const out = await send<{ ETag?: string }>(
     ctx,
-    new PutObjectCommand({ Bucket: ctx.target.bucket, Key: key, Body: body, ContentType: 'application/json', ...conditions }),
+    new (s3sdk().PutObjectCommand)({ Bucket: ctx.target.bucket, Key: key, Body: body, ContentType: 'application/json', ...conditions }),
   );
   return out.ETag ?? '';
 }
 
 async function remove(ctx: Ctx, key: string, ifMatch?: string): Promise<void> {
-  await send(ctx, new DeleteObjectCommand({ Bucket: ctx.target.bucket, Key: key, ...(ifMatch ? { IfMatch: ifMatch } : {}) }));
+  await send(ctx, new (s3sdk().DeleteObjectCommand)({ Bucket: ctx.target.bucket, Key: key, ...(ifMatch ? { IfMatch: ifMatch } : {}) }));
 }
 
 /** What a key held when read, and the (server-corrected) time at which the read began. */
@@ -248,7 +249,7 @@ async function read(ctx: Ctx, key: string): Promise<Observed> {
     let out: { Body?: { transformToString(): Promise<string> }; ETag?: string; LastModified?: Date };
     let text: string;
     try {
-      out = await send(ctx, new GetObjectCommand({ Bucket: ctx.target.bucket, Key: key }));
+      out = await send(ctx, new (s3sdk().GetObjectCommand)({ Bucket: ctx.target.bucket, Key: key }));
       text = (await out.Body?.transformToString()) ?? '';
     } catch (error) {
       if (isMissing(error)) return { kind: 'missing' };
@@ -290,7 +291,11 @@ async function listKeys(ctx: Ctx): Promise<string[]> {
   do {
     const out = await send<{ Contents?: { Key?: string }[]; NextContinuationToken?: string; IsTruncated?: boolean }>(
       ctx,
-      new ListObjectsV2Command({ Bucket: ctx.target.bucket, Prefix: ctx.entriesPrefix, ...(token ? { ContinuationToken: token } : {}) }),
+      new (s3sdk().ListObjectsV2Command)({
+        Bucket: ctx.target.bucket,
+        Prefix: ctx.entriesPrefix,
+        ...(token ? { ContinuationToken: token } : {}),
+      }),
     );
     for (const item of out.Contents ?? []) if (item.Key?.endsWith('/entry.json')) keys.push(item.Key);
     token = out.IsTruncated ? out.NextContinuationToken : undefined;
@@ -448,7 +453,7 @@ function conditionalDriver(ctx: Ctx, opts: ResolvedLockOptions, support: S3Condi
         }
         // No conditional deletes: check, then delete, and only while the lease is surely
         // ours, so that no takeover can fall between the check and the delete.
-        const head = await send<{ ETag?: string }>(ctx, new HeadObjectCommand({ Bucket: ctx.target.bucket, Key: ctx.lockKey }));
+        const head = await send<{ ETag?: string }>(ctx, new (s3sdk().HeadObjectCommand)({ Bucket: ctx.target.bucket, Key: ctx.lockKey }));
         if (head.ETag === etag && ctx.clock.now() < Date.parse(current.expiresAt) - leaseMarginMs(opts.ttlMs))
           await remove(ctx, ctx.lockKey);
       } catch (error) {

@@ -11,29 +11,30 @@
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import {
+import type {
   AbortMultipartUploadCommand,
-  type CompletedPart,
+  CompletedPart,
   CompleteMultipartUploadCommand,
   CreateMultipartUploadCommand,
   DeleteObjectCommand,
   GetObjectCommand,
-  type GetObjectCommandOutput,
+  GetObjectCommandOutput,
   HeadBucketCommand,
   HeadObjectCommand,
-  type HeadObjectCommandOutput,
+  HeadObjectCommandOutput,
   ListObjectsV2Command,
-  type ListObjectsV2CommandOutput,
+  ListObjectsV2CommandOutput,
   PutObjectCommand,
   S3Client,
-  type S3ClientConfig,
-  type StorageClass,
+  S3ClientConfig,
+  StorageClass,
   UploadPartCommand,
 } from '@aws-sdk/client-s3';
 import { abortedError, StoreError, throwIfAborted } from './errors.js';
 import { reclaimer } from './reclaim.js';
 import { describeS3Error, errorCodeOf, httpStatusOf, isAbortError, isTransientError, redact, toStoreError } from './s3-errors.js';
 import { acquireS3Lock, readS3Lock } from './s3-lock.js';
+import { s3sdk } from './sdk.js';
 import {
   type ByteSource,
   checkPutResult,
@@ -383,7 +384,7 @@ export function createS3Store(options: S3StoreOptions): Store {
   const ownClient = options.client === undefined;
   const client =
     options.client ??
-    new S3Client({
+    new (s3sdk().S3Client)({
       region,
       ...(endpoint === undefined ? {} : { endpoint }),
       forcePathStyle,
@@ -466,7 +467,7 @@ export function createS3Store(options: S3StoreOptions): Store {
   const checkBucket = async (what: string): Promise<void> => {
     if (bucketSeen) return;
     try {
-      await client.send(instrument(new HeadBucketCommand({ Bucket: bucket })));
+      await client.send(instrument(new (s3sdk().HeadBucketCommand)({ Bucket: bucket })));
       bucketSeen = true;
     } catch (error) {
       const status = httpStatusOf(error);
@@ -480,7 +481,7 @@ export function createS3Store(options: S3StoreOptions): Store {
 
   const headObject = async (key: string, what: string, signal?: AbortSignal): Promise<HeadObjectCommandOutput | undefined> => {
     try {
-      const out = await client.send(instrument(new HeadObjectCommand({ Bucket: bucket, Key: key })), requestOptions(signal));
+      const out = await client.send(instrument(new (s3sdk().HeadObjectCommand)({ Bucket: bucket, Key: key })), requestOptions(signal));
       bucketSeen = true;
       return out;
     } catch (error) {
@@ -501,7 +502,7 @@ export function createS3Store(options: S3StoreOptions): Store {
     let outcome = '';
     try {
       await client.send(
-        instrument(new AbortMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId: uploadId })),
+        instrument(new (s3sdk().AbortMultipartUploadCommand)({ Bucket: bucket, Key: key, UploadId: uploadId })),
         requestOptions(AbortSignal.timeout(CLEANUP_TIMEOUT_MS)),
       );
     } catch (error) {
@@ -629,7 +630,7 @@ export function createS3Store(options: S3StoreOptions): Store {
         try {
           const out = await client.send(
             instrument(
-              new UploadPartCommand({
+              new (s3sdk().UploadPartCommand)({
                 Bucket: bucket,
                 Key: fullKey,
                 UploadId: uploadId,
@@ -662,7 +663,9 @@ export function createS3Store(options: S3StoreOptions): Store {
       if (failure !== undefined) throw failure;
       if (uploadId === undefined) {
         // Let finish even on abort: its id is what the abort needs.
-        const created = await client.send(instrument(new CreateMultipartUploadCommand({ ...objectParams, ChecksumAlgorithm: 'CRC32' })));
+        const created = await client.send(
+          instrument(new (s3sdk().CreateMultipartUploadCommand)({ ...objectParams, ChecksumAlgorithm: 'CRC32' })),
+        );
         uploadId = created.UploadId;
         if (uploadId === undefined) throw new StoreError('STORE_IO', `${what}: S3 did not return an upload id`);
         if (failure !== undefined) throw failure;
@@ -719,7 +722,9 @@ export function createS3Store(options: S3StoreOptions): Store {
       if (!pooled) {
         const single = head.length === 1 ? (head[0] as Buffer) : Buffer.concat(head, headLength);
         const out = await client.send(
-          instrument(new PutObjectCommand({ ...objectParams, Body: single, ContentLength: single.length, ChecksumAlgorithm: 'CRC32' })),
+          instrument(
+            new (s3sdk().PutObjectCommand)({ ...objectParams, Body: single, ContentLength: single.length, ChecksumAlgorithm: 'CRC32' }),
+          ),
           { abortSignal: controller.signal },
         );
         return out.ETag;
@@ -732,7 +737,12 @@ export function createS3Store(options: S3StoreOptions): Store {
       completeSent = true;
       const out = await client.send(
         instrument(
-          new CompleteMultipartUploadCommand({ Bucket: bucket, Key: fullKey, UploadId: uploadId, MultipartUpload: { Parts: parts } }),
+          new (s3sdk().CompleteMultipartUploadCommand)({
+            Bucket: bucket,
+            Key: fullKey,
+            UploadId: uploadId,
+            MultipartUpload: { Parts: parts },
+          }),
         ),
         { abortSignal: controller.signal },
       );
@@ -785,7 +795,7 @@ export function createS3Store(options: S3StoreOptions): Store {
       // leaves nothing under the key.
       await client
         .send(
-          instrument(new DeleteObjectCommand({ Bucket: bucket, Key: fullKey })),
+          instrument(new (s3sdk().DeleteObjectCommand)({ Bucket: bucket, Key: fullKey })),
           requestOptions(AbortSignal.timeout(CLEANUP_TIMEOUT_MS)),
         )
         .catch(() => {});
@@ -830,7 +840,7 @@ export function createS3Store(options: S3StoreOptions): Store {
     const request = (from: number, etag?: string) =>
       client.send(
         instrument(
-          new GetObjectCommand({
+          new (s3sdk().GetObjectCommand)({
             Bucket: bucket,
             Key: fullKey,
             // No header for the whole object: a range on an empty object is unsatisfiable.
@@ -947,7 +957,7 @@ export function createS3Store(options: S3StoreOptions): Store {
       try {
         page = await client.send(
           instrument(
-            new ListObjectsV2Command({
+            new (s3sdk().ListObjectsV2Command)({
               Bucket: bucket,
               Prefix: prefix + normal,
               ...(token === undefined ? {} : { ContinuationToken: token }),
@@ -982,7 +992,7 @@ export function createS3Store(options: S3StoreOptions): Store {
     ensureOpen();
     const normal = normalizeKey(key);
     try {
-      await client.send(instrument(new DeleteObjectCommand({ Bucket: bucket, Key: objectKey(normal) })));
+      await client.send(instrument(new (s3sdk().DeleteObjectCommand)({ Bucket: bucket, Key: objectKey(normal) })));
     } catch (error) {
       if (errorCodeOf(error) === 'NoSuchKey') return;
       throw mapError(error, `delete ${normal}`);
