@@ -28,6 +28,20 @@ export interface BenchCase<Ctx> {
    * show throughput (MB/s of wall time, and MB per CPU-second) for both sides.
    */
   bytes?: number;
+  /**
+   * Items (keys, rows, ...) each side processes per run, when that is known up front: the
+   * results then show items per second of wall time for both sides, e.g.
+   * `{ count: 1_000_000, unit: 'keys' }` gives `drkit_items_per_s` and a "drkit keys/s" column.
+   */
+  items?: BenchItems;
+}
+
+/** What a case counts in {@link BenchCase.items}. */
+export interface BenchItems {
+  /** Items per run, a positive integer. */
+  count: number;
+  /** What they are, plural and lower-case: "keys", "rows". Names the table's column. */
+  unit: string;
 }
 
 export interface BenchSpec<Ctx> {
@@ -73,6 +87,12 @@ export function defineBench<Ctx = undefined>(spec: BenchSpec<Ctx>): Bench<Ctx> {
     }
     if (c.bytes !== undefined && !(Number.isSafeInteger(c.bytes) && c.bytes > 0)) {
       throw new TypeError(`${where}, case "${c.name}": bytes must be a positive integer, got ${c.bytes}`);
+    }
+    if (c.items !== undefined) {
+      if (!(Number.isSafeInteger(c.items.count) && c.items.count > 0))
+        throw new TypeError(`${where}, case "${c.name}": items.count must be a positive integer, got ${c.items.count}`);
+      if (typeof c.items.unit !== 'string' || !/^[a-z][a-z0-9 _-]*$/i.test(c.items.unit))
+        throw new TypeError(`${where}, case "${c.name}": items.unit must be a word such as "keys", got ${JSON.stringify(c.items.unit)}`);
     }
   }
   const runs = spec.runs ?? DEFAULT_RUNS;

@@ -208,11 +208,13 @@ export async function runBench(file: string, options: RunBenchOptions = {}): Pro
         const sample = await runInChild(bench.name, { file: path, caseName: c.name, side: step.side, ctx: sent }, options.exitGraceMs, log);
         const label = step.recorded ? `round ${step.round + 1}/${runs}` : `warm-up ${step.round + 1}/${warmup}`;
         const rate = c.bytes === undefined || sample.seconds <= 0 ? '' : `  ${(c.bytes / sample.seconds / 1e6).toFixed(1)} MB/s`;
+        const itemRate =
+          c.items === undefined || sample.seconds <= 0 ? '' : `  ${Math.round(c.items.count / sample.seconds)} ${c.items.unit}/s`;
         const cpu = sample.cpuSeconds === undefined ? '' : `  cpu ${sample.cpuSeconds.toFixed(2)}s`;
-        log(`  ${label} ${step.side.padEnd(5)} ${format(sample.seconds)}${rate}${cpu}  ${sample.peakRssMb.toFixed(1)} MB`);
+        log(`  ${label} ${step.side.padEnd(5)} ${format(sample.seconds)}${rate}${itemRate}${cpu}  ${sample.peakRssMb.toFixed(1)} MB`);
         if (step.recorded) samples[step.side].push(sample);
       }
-      rows.push(resultRow(c.name, c.peer.name, samples.drkit, samples.peer, c.bytes));
+      rows.push(resultRow(c.name, c.peer.name, samples.drkit, samples.peer, c.bytes, c.items));
     }
   } catch (error) {
     failure = { error };

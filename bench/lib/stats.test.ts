@@ -108,6 +108,17 @@ describe('defineBench', () => {
     expect(() => defineBench({ name: 'x', description: 'd', cases: [] })).toThrow(/no cases/);
     expect(() => defineBench({ name: 'x', description: 'd', cases: [...cases, ...cases] })).toThrow(/two cases named "c"/);
   });
+
+  it('rejects items without a positive integer count or a unit', () => {
+    const withItems = (items: { count: number; unit: string }) => [{ ...cases[0], items } as (typeof cases)[number]];
+    expect(() => defineBench({ name: 'x', description: 'd', cases: withItems({ count: 0, unit: 'keys' }) })).toThrow(/items.count/);
+    expect(() => defineBench({ name: 'x', description: 'd', cases: withItems({ count: 1.5, unit: 'keys' }) })).toThrow(/items.count/);
+    expect(() => defineBench({ name: 'x', description: 'd', cases: withItems({ count: 10, unit: '' }) })).toThrow(/items.unit/);
+    expect(defineBench({ name: 'x', description: 'd', cases: withItems({ count: 10, unit: 'keys' }) }).cases[0]?.items).toEqual({
+      count: 10,
+      unit: 'keys',
+    });
+  });
 });
 
 describe('resultRow', () => {
@@ -138,6 +149,17 @@ describe('resultRow', () => {
     expect(row.drkit_peak_rss_mb).toBe(51.3);
   });
 
+  it('adds items per second of wall time when the case counts items, and leaves them out otherwise', () => {
+    const row = resultRow('export', 'redis-cli', samples(2, 4, 3), samples(1, 1, 1), undefined, { count: 1_000_000, unit: 'keys' });
+    expect(row).toMatchObject({ items: 1_000_000, items_unit: 'keys', drkit_items_per_s: 333_333, peer_items_per_s: 1_000_000 });
+    expect(resultRow('c', 'p', samples(1), samples(1))).not.toHaveProperty('drkit_items_per_s');
+    // A peer that took no measurable time has no rate; drkit keeps its own.
+    const instant = resultRow('c', 'p', samples(0.5), samples(0), 1000, { count: 10, unit: 'rows' });
+    expect(instant.drkit_items_per_s).toBe(20);
+    expect(instant).not.toHaveProperty('peer_items_per_s');
+    expect(instant.drkit_mb_per_s).toBe(0);
+  });
+
   it('rejects a case without recorded runs', () => {
     expect(() => resultRow('c', 'p', [], samples(1))).toThrow(/no recorded runs/);
   });
@@ -160,6 +182,25 @@ describe('formatTable', () => {
     // Columns line up: every line is as long as the header or shorter only by trailing blanks.
     const width = (lines[0] as string).length;
     for (const line of lines.slice(2)) expect(line.length).toBe(width);
+  });
+});
+
+describe('formatTable with items', () => {
+  it('names the items/s columns after the unit when every row counts the same thing', () => {
+    const keys = { count: 100_000, unit: 'keys' };
+    const rows = [resultRow('a', 'p', samples(0.5), samples(0.25), undefined, keys), resultRow('b', 'p', samples(1), samples(1))];
+    const lines = formatTable(rows).split('\n');
+    expect(lines[0]).toMatch(/drkit keys\/s\s+peer keys\/s$/);
+    expect(lines[2]).toMatch(/\s200000\s+400000$/);
+    expect(lines[3]).toMatch(/\s-\s+-$/);
+  });
+
+  it('says items/s when rows count different things', () => {
+    const rows = [
+      resultRow('a', 'p', samples(1), samples(1), undefined, { count: 5, unit: 'keys' }),
+      resultRow('b', 'p', samples(1), samples(1), undefined, { count: 5, unit: 'rows' }),
+    ];
+    expect(formatTable(rows).split('\n')[0]).toMatch(/drkit items\/s\s+peer items\/s$/);
   });
 });
 

@@ -2,7 +2,7 @@
  * Pure logic of the harness: run order, statistics, result rows and the table. No I/O here,
  * so all of it is tested without timing anything.
  */
-import type { Side } from './define.ts';
+import type { BenchItems, Side } from './define.ts';
 import { MIN_RUNS } from './define.ts';
 
 /** What one timed run in a child process reports. */
@@ -51,6 +51,12 @@ export interface ResultRow {
   /** bytes / median CPU time, in MB per CPU-second: throughput per core. */
   drkit_mb_per_cpu_s?: number;
   peer_mb_per_cpu_s?: number;
+  /** Items per run (keys, rows, ...), when the case declares them, and what they are. */
+  items?: number;
+  items_unit?: string;
+  /** items / median wall time, per second (whole items). */
+  drkit_items_per_s?: number;
+  peer_items_per_s?: number;
 }
 
 /** One step of a case's schedule. */
@@ -122,6 +128,11 @@ function every(samples: readonly Sample[], key: 'baseRssMb' | 'cpuSeconds'): num
   return values.every((v): v is number => typeof v === 'number') ? values : undefined;
 }
 
+/** Items per second, rounded to whole items. */
+function itemsPerSecond(count: number, seconds: number): number | undefined {
+  return seconds > 0 ? Math.round(count / seconds) : undefined;
+}
+
 /** MB (10^6 bytes) per second. */
 function mbPerSecond(bytes: number, seconds: number): number | undefined {
   return seconds > 0 ? round(bytes / seconds / 1e6, MB_DECIMALS) : undefined;
@@ -130,7 +141,8 @@ function mbPerSecond(bytes: number, seconds: number): number | undefined {
 /**
  * The JSON row of one case from its recorded samples (at least one per side). With `bytes`
  * (the input of one run), the row also has throughput; with samples that carry CPU time and
- * base RSS, it has those too.
+ * base RSS, it has those too; with `items` (what one run processes, e.g. 1,000,000 keys), items
+ * per second of wall time.
  */
 export function resultRow(
   caseName: string,
@@ -138,6 +150,7 @@ export function resultRow(
   drkit: readonly Sample[],
   peer: readonly Sample[],
   bytes?: number,
+  items?: BenchItems,
 ): ResultRow {
   if (drkit.length === 0 || peer.length === 0) throw new RangeError(`case "${caseName}" has no recorded runs`);
   const drkitSeconds = drkit.map((s) => s.seconds);
@@ -187,6 +200,14 @@ export function resultRow(
       set('peer_mb_per_cpu_s', mbPerSecond(bytes, cpu.peer));
     }
   }
+  if (items !== undefined) {
+    row.items = items.count;
+    row.items_unit = items.unit;
+    const drkitRate = itemsPerSecond(items.count, drkitMedian);
+    const peerRate = itemsPerSecond(items.count, peerMedian);
+    if (drkitRate !== undefined) row.drkit_items_per_s = drkitRate;
+    if (peerRate !== undefined) row.peer_items_per_s = peerRate;
+  }
   return row;
 }
 
@@ -201,12 +222,21 @@ const OPTIONAL_COLUMNS: [string, keyof ResultRow, number][] = [
   ['peer MB/s', 'peer_mb_per_s', MB_DECIMALS],
   ['drkit MB/CPU-s', 'drkit_mb_per_cpu_s', MB_DECIMALS],
   ['peer MB/CPU-s', 'peer_mb_per_cpu_s', MB_DECIMALS],
+  ['drkit items/s', 'drkit_items_per_s', 0],
+  ['peer items/s', 'peer_items_per_s', 0],
 ];
+
+/** "items" in a column title becomes the rows' unit ("keys/s") when they all count the same thing. */
+function itemsWord(rows: readonly ResultRow[]): string {
+  const units = new Set(rows.flatMap((row) => (row.items_unit === undefined ? [] : [row.items_unit])));
+  return units.size === 1 ? ([...units][0] as string) : 'items';
+}
 
 /**
  * A plain-text table of a bench's rows, one line per case, columns aligned; numbers are
- * right-aligned. Base RSS, CPU time and throughput columns follow when rows have them (a
- * row without a value shows '-'). Returned without a trailing newline.
+ * right-aligned. Base RSS, CPU time and throughput (MB/s, items/s) columns follow when rows have
+ * them (a row without a value shows '-'); the items/s columns are named by the rows' unit
+ * ("keys/s") when all of them count the same thing. Returned without a trailing newline.
  */
 export function formatTable(rows: readonly ResultRow[]): string {
   const header = [
@@ -221,8 +251,9 @@ export function formatTable(rows: readonly ResultRow[]): string {
   ];
   const numeric = [false, true, true, false, true, true, true, true];
   const extra = OPTIONAL_COLUMNS.filter(([, key]) => rows.some((row) => typeof row[key] === 'number'));
+  const word = itemsWord(rows);
   for (const [title] of extra) {
-    header.push(title);
+    header.push(title.replace(' items/', ` ${word}/`));
     numeric.push(true);
   }
   const body = rows.map((row) => [
