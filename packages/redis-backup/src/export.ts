@@ -151,27 +151,42 @@ export function exportRedis(target: RedisTarget, options: ExportOptions = {}): R
       const databases = options.databases ?? Object.keys(await keyspaceOf(client)).map(Number);
       let inspect = scriptInspector(client, encoding, windowElements, windowBytes, expiry);
       if (options.scripting === 'off') inspect = pipelineInspector(client, encoding, windowElements, windowBytes, expiry);
+      let warned = false;
+      const inspectKeys = async (keys: Buffer[]): Promise<Inspected[]> => {
+        try {
+          return await inspect(keys);
+        } catch (error) {
+          if (options.scripting === 'on' || !scriptRefused(error)) throw redisCommandError(target, 'reading keys', error);
+          if (!warned)
+            options.onWarning?.(
+              `the server refused the export script (${firstLine(error)}): reading keys with pipelined commands instead, about half as fast`,
+            );
+          warned = true;
+          inspect = pipelineInspector(client, encoding, windowElements, windowBytes, expiry);
+          return await inspect(keys);
+        }
+      };
       for (const db of databases.sort((a, b) => a - b)) {
         await client.select(db);
         let count = 0;
         let expires = 0;
-        let cursor = '0';
-        do {
+        // One batch ahead: the server scans and reads batch n+1 while batch n is encoded here.
+        const fetch = (cursor: string): Batch => {
+          const scanned = (client.scanBuffer(cursor, 'COUNT', batch) as unknown as Promise<[Buffer, Buffer[]]>).then(([next, keys]) => ({
+            next: next.toString(),
+            found: keys.length === 0 ? Promise.resolve([]) : inspectKeys(keys),
+          }));
+          scanned.catch(() => {});
+          return scanned.then((b) => {
+            b.found.catch(() => {});
+            return b;
+          });
+        };
+        let current = await fetch('0');
+        for (;;) {
           throwIfAborted(options.signal, 'the export');
-          const [next, keys] = (await client.scanBuffer(cursor, 'COUNT', batch)) as unknown as [Buffer, Buffer[]];
-          cursor = next.toString();
-          if (keys.length === 0) continue;
-          let found: Inspected[];
-          try {
-            found = await inspect(keys);
-          } catch (error) {
-            if (options.scripting === 'on' || !scriptRefused(error)) throw redisCommandError(target, 'reading keys', error);
-            options.onWarning?.(
-              `the server refused the export script (${firstLine(error)}): reading keys with pipelined commands instead, about half as fast`,
-            );
-            inspect = pipelineInspector(client, encoding, windowElements, windowBytes, expiry);
-            found = await inspect(keys);
-          }
+          const ahead = current.next === '0' ? undefined : fetch(current.next);
+          const found = await current.found;
           for (const item of found) {
             count++;
             if (item.expireAt >= 0) expires++;
@@ -184,7 +199,9 @@ export function exportRedis(target: RedisTarget, options: ExportOptions = {}): R
           }
           if (pending >= FLUSH_BYTES) yield take();
           options.onProgress?.({ db, keys: count });
-        } while (cursor !== '0');
+          if (!ahead) break;
+          current = await ahead;
+        }
         if (count > 0) {
           trailer.databases[String(db)] = count;
           trailer.expires[String(db)] = expires;
@@ -279,6 +296,9 @@ function pairs(flat: Buffer[], e: (b: Buffer) => string): [string, string][] {
 }
 
 type Inspector = (keys: Buffer[]) => Promise<Inspected[]>;
+
+/** A SCAN step: the next cursor, and the inspection of its keys (running while the previous batch is encoded). */
+type Batch = Promise<{ next: string; found: Promise<Inspected[]> }>;
 
 function scriptInspector(client: Redis, encoding: ExportEncoding, maxn: number, maxb: number, expiry: 'pexpiretime' | 'pttl'): Inspector {
   let sha: string | undefined;
