@@ -1,4 +1,4 @@
-import { Keyring, loadKeys, type Passphrase } from '@drkit/crypto-stream';
+import { type Keyring, loadKeys, type Passphrase } from '@drkit/crypto-stream';
 
 /** What `drkit seal` seals with and `drkit open` opens with. */
 export type CommandKeys = Keyring | Passphrase;
@@ -22,7 +22,5 @@ export function loadCommandKeys(keyFile: string | undefined, env: NodeJS.Process
   return loadKeys({ keyFile, env });
 }
 
-/** How the sealing key is named in output: its id, never its material. */
-export function sealingKeyId(keys: CommandKeys): string {
-  return keys instanceof Keyring ? keys.current.id : (keys.id ?? 'passphrase');
-}
+/** The key id a manifest records for the keys a command seals with. */
+export { sealingKeyId } from '@drkit/crypto-stream';

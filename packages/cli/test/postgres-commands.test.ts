@@ -1,21 +1,14 @@
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
 import { pathToFileURL } from 'node:url';
 import { generateKey } from '@drkit/crypto-stream';
 import { type PostgresSandbox, startPostgres } from '@drkit/sandbox';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pgEventPrinter } from '../src/commands/postgres.js';
-import { EXIT, main } from '../src/index.js';
-import { memoryIo } from './io.js';
-
-interface Result {
-  code: number;
-  out: string;
-  err: string;
-}
+import { EXIT } from '../src/index.js';
+import { cliRunner, memoryIo } from './io.js';
 
 const KEY = generateKey();
 const WRONG_PASSWORD = 'Wr0ngSecret-pw-77';
@@ -50,26 +43,12 @@ async function databases(): Promise<string[]> {
   return (await sql<{ datname: string }>('postgres', 'SELECT datname FROM pg_database ORDER BY datname')).map((r) => r.datname);
 }
 
-function check(result: Result): Result {
-  // Neither the database password nor the key may ever be printed.
-  const all = `${result.out}${result.err}`;
-  for (const secret of [postgres.password, encodeURIComponent(postgres.password), WRONG_PASSWORD, KEY.toString('base64')])
-    expect(all).not.toContain(secret);
-  return result;
-}
-
-async function drkit(argv: string[], extraEnv: NodeJS.ProcessEnv = {}): Promise<Result> {
-  const io = memoryIo({ ...env, ...extraEnv });
-  const code = await main(argv, io);
-  return check({ code, out: io.out(), err: io.err() });
-}
-
-/** Runs drkit "at a terminal" whose operator types `answer`. */
-async function drkitAtTerminal(argv: string[], answer: string): Promise<Result> {
-  const io = memoryIo(env, true);
-  const code = await main(argv, { ...io, stdin: Readable.from([answer]) });
-  return check({ code, out: io.out(), err: io.err() });
-}
+// Neither the database password nor the key may ever be printed.
+const { drkit, drkitAtTerminal } = cliRunner(
+  () => env,
+  () => [postgres.password, encodeURIComponent(postgres.password), WRONG_PASSWORD, KEY.toString('base64')],
+  (printed, secret) => expect(printed).not.toContain(secret),
+);
 
 beforeAll(async () => {
   postgres = await startPostgres();

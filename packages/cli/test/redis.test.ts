@@ -2,7 +2,6 @@ import { existsSync, readdirSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pathToFileURL } from 'node:url';
 import { generateKey } from '@drkit/crypto-stream';
@@ -10,14 +9,8 @@ import { isAlive, type RedisSandbox, startRedis } from '@drkit/sandbox';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { redisEventPrinter } from '../src/commands/redis.js';
-import { EXIT, main } from '../src/index.js';
-import { memoryIo } from './io.js';
-
-interface Result {
-  code: number;
-  out: string;
-  err: string;
-}
+import { EXIT } from '../src/index.js';
+import { cliRunner, memoryIo } from './io.js';
 
 interface Listed {
   id: string;
@@ -113,26 +106,12 @@ async function fill(url: string): Promise<number> {
   });
 }
 
-function check(result: Result): Result {
-  // Neither a Redis password nor the key may ever be printed.
-  const all = `${result.out}${result.err}`;
-  for (const secret of [PASSWORD, WRONG_PASSWORD, APP_PASSWORD, KEY.toString('base64'), KEY.toString('hex')])
-    expect(all).not.toContain(secret);
-  return result;
-}
-
-async function drkit(argv: string[], extraEnv: NodeJS.ProcessEnv = {}): Promise<Result> {
-  const io = memoryIo({ ...env, ...extraEnv });
-  const code = await main(argv, io);
-  return check({ code, out: io.out(), err: io.err() });
-}
-
-/** Runs drkit "at a terminal" whose operator types `answer`. */
-async function drkitAtTerminal(argv: string[], answer: string): Promise<Result> {
-  const io = memoryIo(env, true);
-  const code = await main(argv, { ...io, stdin: Readable.from([answer]) });
-  return check({ code, out: io.out(), err: io.err() });
-}
+// Neither a Redis password nor the key may ever be printed.
+const { drkit, drkitAtTerminal } = cliRunner(
+  () => env,
+  () => [PASSWORD, WRONG_PASSWORD, APP_PASSWORD, KEY.toString('base64'), KEY.toString('hex')],
+  (printed, secret) => expect(printed).not.toContain(secret),
+);
 
 async function list(store?: string): Promise<Listed[]> {
   const result = await drkit(['backup', 'list', '--json', ...(store ? ['--store', store] : [])]);

@@ -3,7 +3,7 @@ export { type Digest, DigestStream, digesting, digestOf } from './digest.js';
 export { isSealError, SEAL_ERROR_CODES, SealError, type SealErrorCode } from './errors.js';
 export { type AtomicWriteOptions, openToFile, sealFile, writeAtomically } from './files.js';
 export { type Compression, DEFAULT_CHUNK_SIZE, FORMAT_VERSION, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE } from './format.js';
-export type { OpenKeys } from './kdf.js';
+export { type OpenKeys, sealingKeyId } from './kdf.js';
 export {
   generateKey,
   Keyring,

@@ -66,6 +66,16 @@ export function headerMac(macKey: Buffer, encoded: EncodedHeader): Buffer {
 /** What opens streams: a keyring, one key, or a passphrase. */
 export type OpenKeys = Keyring | MasterKey | Passphrase;
 
+/**
+ * The key id a stream sealed with `keys` records (and a manifest names): the keyring's current
+ * key, the key's id, or the passphrase's id. Never key material.
+ */
+export function sealingKeyId(keys: OpenKeys): string {
+  if ('current' in keys) return keys.current.id;
+  if (isPassphrase(keys)) return keys.id ?? 'passphrase';
+  return keys.id;
+}
+
 function isPassphrase(keys: OpenKeys): keys is Passphrase {
   return typeof (keys as Passphrase).passphrase === 'string';
 }

@@ -1,4 +1,4 @@
-import { type Keyring, type MasterKey, type Passphrase, seal } from '@drkit/crypto-stream';
+import { type OpenKeys, seal, sealingKeyId } from '@drkit/crypto-stream';
 import type { Catalog, Manifest, Tier } from '@drkit/s3-store';
 import type pg from 'pg';
 import { POSTGRES_GLOBALS_KIND, POSTGRES_KIND, type PostgresFingerprintRecord } from './archive.js';
@@ -12,7 +12,7 @@ import { checkClientVersion, errorLines, findTool, startTool, type ToolInfo, typ
 export const DRKIT_VERSION = '0.1.0';
 
 /** Keys that can seal: a keyring (its current key seals), one key, or a passphrase. */
-export type SealKeys = Keyring | MasterKey | Passphrase;
+export type SealKeys = OpenKeys;
 
 /** Options of {@link backupPostgres}. */
 export interface BackupPostgresOptions {
@@ -272,13 +272,6 @@ export async function backupPostgres(options: BackupPostgresOptions): Promise<Po
     if (inTransaction) await client.query('ROLLBACK').catch(() => {});
     await client.end().catch(() => {});
   }
-}
-
-/** The id a manifest records for the sealing key (never the key). */
-export function sealingKeyId(keys: SealKeys): string {
-  if ('current' in keys) return keys.current.id;
-  if ('passphrase' in keys) return keys.id ?? 'passphrase';
-  return keys.id;
 }
 
 /** Turns a failed pg_dump into one error: connection problems keep their own codes. */

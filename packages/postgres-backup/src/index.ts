@@ -1,3 +1,5 @@
+/** The key id a manifest records for the sealing keys (from crypto-stream). */
+export { sealingKeyId } from '@drkit/crypto-stream';
 export {
   fingerprintOf,
   POSTGRES_GLOBALS_KIND,
@@ -14,7 +16,6 @@ export {
   type PostgresBackup,
   type SealKeys,
   type ServerInfo,
-  sealingKeyId,
 } from './backup.js';
 export { type ConnectOptions, connect, libpqEnv, type PgTarget, pgTarget, redactUrl, withClient, withDatabase } from './connection.js';
 export { isPgBackupError, PG_ERROR_CODES, PgBackupError, type PgErrorCode } from './errors.js';

@@ -1,4 +1,4 @@
-import { isSealError, type Keyring, type MasterKey, type OpenKeys, open, type Passphrase } from '@drkit/crypto-stream';
+import { isSealError, type OpenKeys, open } from '@drkit/crypto-stream';
 import { type Catalog, isStoreError, type Manifest, readStored, type StoredBytes } from '@drkit/s3-store';
 import { RedisBackupError } from './errors.js';
 import type { ExportEncoding } from './records.js';
@@ -44,14 +44,7 @@ export interface LogicalFingerprint {
 }
 
 /** The keys a backup can be sealed with. */
-export type SealKeys = Keyring | MasterKey | Passphrase;
-
-/** The id a manifest records for the sealing key (never the key). */
-export function sealingKeyId(keys: SealKeys): string {
-  if ('current' in keys) return keys.current.id;
-  if ('passphrase' in keys) return keys.id ?? 'passphrase';
-  return keys.id;
-}
+export type SealKeys = OpenKeys;
 
 /**
  * The fingerprint of a Redis manifest, checked to be one drkit wrote.

@@ -1,13 +1,6 @@
-import { type Compression, seal } from '@drkit/crypto-stream';
+import { type Compression, seal, sealingKeyId } from '@drkit/crypto-stream';
 import type { Catalog, Manifest, Tier } from '@drkit/s3-store';
-import {
-  type LogicalFingerprint,
-  type RdbFingerprint,
-  REDIS_LOGICAL_KIND,
-  REDIS_RDB_KIND,
-  type SealKeys,
-  sealingKeyId,
-} from './archive.js';
+import { type LogicalFingerprint, type RdbFingerprint, REDIS_LOGICAL_KIND, REDIS_RDB_KIND, type SealKeys } from './archive.js';
 import { connectRedis, type RedisTarget, redisTarget } from './connection.js';
 import { isRedisBackupError, RedisBackupError, signalOf, throwIfAborted } from './errors.js';
 import { emitter, type RedisBackupEventListener, throttle } from './events.js';

@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis';
-import { connectRedis, type RedisTarget, withDb } from './connection.js';
-import { RedisBackupError, throwIfAborted } from './errors.js';
+import { connectRedis, firstLine, type RedisTarget } from './connection.js';
+import { messageOf, RedisBackupError, throwIfAborted } from './errors.js';
 import {
   EXPORT_FORMAT,
   type ExportEncoding,
@@ -159,7 +159,7 @@ export function exportRedis(target: RedisTarget, options: ExportOptions = {}): R
           if (options.scripting === 'on' || !scriptRefused(error)) throw redisCommandError(target, 'reading keys', error);
           if (!warned)
             options.onWarning?.(
-              `the server refused the export script (${firstLine(error)}): reading keys with pipelined commands instead, about half as fast`,
+              `the server refused the export script (${firstLine(messageOf(error))}): reading keys with pipelined commands instead, about half as fast`,
             );
           warned = true;
           inspect = pipelineInspector(client, encoding, windowElements, windowBytes, expiry);
@@ -234,34 +234,32 @@ function positive(n: number, name: string): number {
   return n;
 }
 
-function firstLine(error: unknown): string {
-  return (error instanceof Error ? error.message : String(error)).split('\n')[0]?.slice(0, 200) ?? '';
-}
-
 /** EVAL refused: scripting disabled, not permitted, or the script needs a newer server. */
 function scriptRefused(error: unknown): boolean {
-  return /NOPERM|unknown command|ERR.*(script|EVAL|lua)|disabled/i.test(firstLine(error));
+  return /NOPERM|unknown command|ERR.*(script|EVAL|lua)|disabled/i.test(firstLine(messageOf(error)));
+}
+
+/** The fields every record of a key starts with; the expiry only on its first record. */
+function keyHead(db: number, item: Inspected, binary: boolean, first: boolean): KeyRecord {
+  return {
+    db,
+    key: encode(binary, item.key),
+    type: item.type,
+    ...(binary ? { b64: true as const } : {}),
+    ...(first && item.expireAt >= 0 ? { expireAt: item.expireAt } : {}),
+    ...(first ? {} : { cont: true as const }),
+  };
 }
 
 /** A whole key as its one record. */
 function recordOf(db: number, item: Inspected, encoding: ExportEncoding): KeyRecord {
-  const base = { db, type: item.type, ...(item.expireAt >= 0 ? { expireAt: item.expireAt } : {}) };
-  if (encoding === 'exact') {
-    const binary = textOf([item.key]).binary;
-    return {
-      db,
-      key: encode(binary, item.key),
-      type: item.type,
-      ...(binary ? { b64: true as const } : {}),
-      ...(item.expireAt >= 0 ? { expireAt: item.expireAt } : {}),
-      dump: (item.value as Buffer).toString('base64'),
-    };
-  }
+  if (encoding === 'exact')
+    return { ...keyHead(db, item, textOf([item.key]).binary, true), dump: (item.value as Buffer).toString('base64') };
   const value = item.value as Buffer | Buffer[];
   const parts = Array.isArray(value) ? value : [value];
   const binary = textOf([item.key]).binary || textOf(parts).binary;
   const e = (b: Buffer) => encode(binary, b);
-  const record: KeyRecord = { ...base, key: e(item.key), ...(binary ? { b64: true as const } : {}) };
+  const record = keyHead(db, item, binary, true);
   switch (item.type) {
     case 'string':
       record.value = e(value as Buffer);
@@ -309,7 +307,7 @@ function scriptInspector(client: Redis, encoding: ExportEncoding, maxn: number, 
     try {
       reply = (await client.callBuffer('EVALSHA', sha, keys.length, ...keys, ...args)) as unknown[];
     } catch (error) {
-      if (!/NOSCRIPT/.test(firstLine(error))) throw error;
+      if (!/NOSCRIPT/.test(firstLine(messageOf(error)))) throw error;
       sha = (await client.script('LOAD', INSPECT)) as string;
       reply = (await client.callBuffer('EVALSHA', sha, keys.length, ...keys, ...args)) as unknown[];
     }
@@ -396,15 +394,7 @@ async function* windowed(client: Redis, db: number, item: Inspected, maxn: numbe
   // Each window decides on base64 for itself, so text stays readable where it can.
   const emit = function* (build: (record: KeyRecord, e: (b: Buffer) => string) => void, parts: Buffer[]): Generator<KeyRecord> {
     const binary = textOf([item.key]).binary || textOf(parts).binary;
-    const first = written === 0 && previous === undefined;
-    const record: KeyRecord = {
-      db,
-      key: encode(binary, item.key),
-      type: item.type,
-      ...(binary ? { b64: true as const } : {}),
-      ...(first && item.expireAt >= 0 ? { expireAt: item.expireAt } : {}),
-      ...(first ? {} : { cont: true as const }),
-    };
+    const record = keyHead(db, item, binary, written === 0 && previous === undefined);
     build(record, (b) => encode(binary, b));
     if (previous) {
       written++;

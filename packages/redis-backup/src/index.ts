@@ -3,6 +3,9 @@
  * exact (DUMP) and readable (NDJSON) logical exports with absolute expiries, restores with a
  * policy for existing keys, and verification. See the package README.
  */
+
+/** The key id a manifest records for the sealing keys (from crypto-stream). */
+export { sealingKeyId } from '@drkit/crypto-stream';
 export {
   backupReadError,
   fingerprintOf,
@@ -14,7 +17,6 @@ export {
   readRedisBackup,
   resolveRedisBackup,
   type SealKeys,
-  sealingKeyId,
 } from './archive.js';
 export { type BackupMode, type BackupRedisOptions, backupRedis, DRKIT_VERSION, type RedisBackup } from './backup.js';
 export { type ConnectOptions, connectRedis, type RedisTarget, redactRedisUrl, redisTarget, withDb, withRedis } from './connection.js';

@@ -8,7 +8,7 @@ import type { Catalog, Manifest } from '@drkit/s3-store';
 import type { Redis } from 'ioredis';
 import { fingerprintOf, REDIS_LOGICAL_KIND, REDIS_RDB_KIND, readRedisBackup, resolveRedisBackup } from './archive.js';
 import { backupRedis } from './backup.js';
-import { connectRedis, type RedisTarget, redisTarget } from './connection.js';
+import { connectRedis, type RedisTarget, redisTarget, withRedis } from './connection.js';
 import { isRedisBackupError, messageOf, RedisBackupError, signalOf, throwIfAborted } from './errors.js';
 import { emitter, type RedisBackupEventListener, throttle } from './events.js';
 import { type ExistingKeyPolicy, type ImportResult, importRedis, keysExist } from './import.js';
@@ -320,7 +320,7 @@ export async function restoreRedisRdb(options: RestoreRdbOptions): Promise<RdbRe
   const fingerprint = fingerprintOf(manifest, REDIS_RDB_KIND);
   const plan: string[] = [];
 
-  const { version, dir, file, aof } = await withClient(target, async (client) => {
+  const { version, dir, file, aof } = await withRedis(target, async (client) => {
     const [dirReply, fileReply, aofReply] = await Promise.all(
       ['dir', 'dbfilename', 'appendonly'].map((name) => client.config('GET', name).catch(() => [] as string[])),
     );
@@ -403,7 +403,7 @@ export async function restoreRedisRdb(options: RestoreRdbOptions): Promise<RdbRe
       { cause: error },
     );
   }
-  const keyspace = await withClient(target, (client) => keyspaceOf(client));
+  const keyspace = await withRedis(target, (client) => keyspaceOf(client));
   const total = (k: Record<string, { keys: number }>) => Object.values(k).reduce((n, d) => n + d.keys, 0);
   if (total(fingerprint.keyspace) > 0 && total(keyspace) === 0)
     throw new RedisBackupError(
@@ -416,15 +416,6 @@ export async function restoreRedisRdb(options: RestoreRdbOptions): Promise<RdbRe
     message: `loaded: ${total(keyspace)} keys (the backup recorded about ${total(fingerprint.keyspace)} when it started; keys that expired since are gone)`,
   });
   return { mode: 'restored', backup: manifest, plan, ...(previous ? { previous } : {}), keyspace, recorded: fingerprint.keyspace };
-}
-
-async function withClient<T>(target: RedisTarget, fn: (client: Redis) => Promise<T>): Promise<T> {
-  const client = await connectRedis(target, { name: 'drkit-restore' });
-  try {
-    return await fn(client);
-  } finally {
-    await client.quit().catch(() => client.disconnect());
-  }
 }
 
 async function exists(path: string): Promise<boolean> {
@@ -480,7 +471,7 @@ async function waitStopped(target: RedisTarget, signal: AbortSignal | undefined,
   while (Date.now() < deadline) {
     throwIfAborted(signal, 'waiting for the server to stop');
     try {
-      await withClient(target, (client) => client.ping());
+      await withRedis(target, (client) => client.ping());
     } catch (error) {
       if (isRedisBackupError(error, 'REDIS_CONNECTION_REFUSED') || isRedisBackupError(error, 'REDIS_UNREACHABLE')) return;
       throw error;
@@ -500,7 +491,7 @@ async function waitLoaded(target: RedisTarget, timeoutMs: number, signal: AbortS
   while (Date.now() < deadline) {
     throwIfAborted(signal, 'waiting for the server');
     try {
-      const loading = await withClient(target, async (client) => (await info(client, 'persistence')).get('loading'));
+      const loading = await withRedis(target, async (client) => (await info(client, 'persistence')).get('loading'));
       if (loading === '0') return;
     } catch (error) {
       last = error;

@@ -13,7 +13,7 @@ import { connectRedis, type RedisTarget, redisTarget } from './connection.js';
 import { messageOf, RedisBackupError, signalOf, throwIfAborted } from './errors.js';
 import { createRdbChecker } from './rdb.js';
 import { bytesOf, type KeyRecord, readLines } from './records.js';
-import { datasetDigest, redisCommandError } from './server.js';
+import { datasetDigest, keyspaceOf, redisCommandError } from './server.js';
 
 /** One way a server differs from a backup. */
 export interface KeyDifference {
@@ -148,7 +148,7 @@ export async function verifyRedisRestore(options: VerifyRestoreOptions): Promise
     await check();
     await countDb(client, db, result);
     // Databases the backup does not have must be empty for the server to equal it.
-    for (const [name, value] of Object.entries(await keyspaceCounts(client))) if (!seen.includes(Number(name))) result.extra += value;
+    for (const [name, value] of Object.entries(await keyspaceOf(client))) if (!seen.includes(Number(name))) result.extra += value.keys;
     if (fingerprint.digest === undefined) result.digest = 'not-recorded';
     else if (result.expired > 0 || result.extra > 0) result.digest = 'not-comparable';
     else {
@@ -171,13 +171,6 @@ async function countDb(client: Redis, db: number, result: RedisRestoreCheck): Pr
   result.databases[String(db)] = entry;
   // Every key of the backup that was found is in DBSIZE; the rest are keys it does not have.
   result.extra += Math.max(0, entry.dbsize - entry.present);
-}
-
-async function keyspaceCounts(client: Redis): Promise<Record<string, number>> {
-  const text = (await client.info('keyspace')) as string;
-  const out: Record<string, number> = {};
-  for (const m of text.matchAll(/^db(\d+):keys=(\d+)/gm)) out[m[1] as string] = Number(m[2]);
-  return out;
 }
 
 /** The result of {@link verifyRedisBackup}. */

@@ -1,11 +1,4 @@
-import type {
-  GetBucketLifecycleConfigurationCommand,
-  GetBucketVersioningCommand,
-  LifecycleRule,
-  PutBucketLifecycleConfigurationCommand,
-  PutBucketVersioningCommand,
-  S3Client,
-} from '@aws-sdk/client-s3';
+import type { LifecycleRule, S3Client } from '@aws-sdk/client-s3';
 import { StoreError } from './errors.js';
 import { s3sdk } from './sdk.js';
 

@@ -29,14 +29,7 @@
 // is used for writing and judging expiry alike.
 
 import { setTimeout as sleep } from 'node:timers/promises';
-import type {
-  DeleteObjectCommand,
-  GetObjectCommand,
-  HeadObjectCommand,
-  ListObjectsV2Command,
-  PutObjectCommand,
-  S3Client,
-} from '@aws-sdk/client-s3';
+import type { S3Client } from '@aws-sdk/client-s3';
 import { StoreError } from './errors.js';
 import {
   type AttemptResult,

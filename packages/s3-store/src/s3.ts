@@ -12,23 +12,13 @@ import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type {
-  AbortMultipartUploadCommand,
   CompletedPart,
-  CompleteMultipartUploadCommand,
-  CreateMultipartUploadCommand,
-  DeleteObjectCommand,
-  GetObjectCommand,
   GetObjectCommandOutput,
-  HeadBucketCommand,
-  HeadObjectCommand,
   HeadObjectCommandOutput,
-  ListObjectsV2Command,
   ListObjectsV2CommandOutput,
-  PutObjectCommand,
   S3Client,
   S3ClientConfig,
   StorageClass,
-  UploadPartCommand,
 } from '@aws-sdk/client-s3';
 import { abortedError, StoreError, throwIfAborted } from './errors.js';
 import { reclaimer } from './reclaim.js';
