@@ -30,7 +30,8 @@ export interface SealedInfo {
   headerLength: number;
 }
 
-function infoOf(header: Header, length: number): SealedInfo {
+/** The public description of a parsed header. */
+export function infoOf(header: Header, length: number): SealedInfo {
   return {
     version: header.version,
     keyId: header.keyId,
