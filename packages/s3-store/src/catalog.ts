@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { isStoreError, StoreError, throwIfAborted } from './errors.js';
-import { checkKind, MANIFEST_SCHEMA, type Manifest, newArtifactId, parseManifest, type Tier } from './manifest.js';
+import { ARTIFACT_ID_PATTERN, artifactIdTime, checkKind, MANIFEST_SCHEMA, type Manifest, newArtifactId, parseManifest, type Tier } from './manifest.js';
 import { reclaimer } from './reclaim.js';
 import { planRetention, type RetentionPlan, type RetentionPolicy } from './retention.js';
 import type { ByteSource, ObjectInfo, Store } from './store.js';
@@ -57,6 +57,12 @@ export interface ArtifactInput {
    */
   beforeManifest?: (stored: { key: string; size: number; sha256: string }) => Promise<Partial<ArtifactInput> | undefined>;
   createdAt?: Date;
+  /**
+   * The artifact's id, made beforehand with newArtifactId, for content that must name its own
+   * artifact (a file backup's index does). Its time is the artifact's createdAt.
+   * @default a new id for createdAt
+   */
+  id?: string;
   signal?: AbortSignal;
   onProgress?: (bytes: number) => void;
 }
@@ -198,9 +204,13 @@ export function createCatalog(store: Store, options: CatalogOptions = {}): Catal
 
   const put = async (input: ArtifactInput): Promise<Manifest> => {
     const kind = checkKind(input.kind);
-    const createdAt = input.createdAt ?? now();
-    const id = newArtifactId(createdAt);
+    if (input.id !== undefined && !ARTIFACT_ID_PATTERN.test(input.id))
+      throw new StoreError('STORE_OPTIONS_INVALID', `"${input.id.slice(0, 60)}" is not an artifact id (make one with newArtifactId)`);
+    const createdAt = input.id !== undefined ? artifactIdTime(input.id) : (input.createdAt ?? now());
+    const id = input.id ?? newArtifactId(createdAt);
     const key = objectKey(kind, id);
+    if (input.id !== undefined && (await store.head(manifestKey(kind, id))))
+      throw new StoreError('STORE_OPTIONS_INVALID', `there is already a ${kind} artifact ${id}: make a new id for each artifact`);
     if (input.parent !== undefined) await get(input.parent, kind);
     throwIfAborted(input.signal, `storing a ${kind} backup`);
     const stored = await store.put(key, input.body, {

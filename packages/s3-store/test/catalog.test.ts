@@ -16,6 +16,7 @@ import {
   createFsStore,
   createS3Store,
   isStoreError,
+  newArtifactId,
   parseManifest,
   type Store,
 } from '../src/index.js';
@@ -55,6 +56,15 @@ describe('catalog on a local store', () => {
     clock = new Date('2026-11-22T02:00:00.000Z');
     catalog = createCatalog(store, { onEvent: (e) => events.push(e), now: () => clock });
     return () => rm(root, { recursive: true, force: true });
+  });
+
+  it('takes an id made beforehand (its time is createdAt), and refuses a malformed or taken one', async () => {
+    const id = newArtifactId(new Date('2026-11-21T03:00:00.000Z'));
+    const manifest = await catalog.put(base(randomBytes(10), { id }));
+    expect(manifest).toMatchObject({ id, createdAt: '2026-11-21T03:00:00.000Z' });
+    await expect(catalog.put(base(randomBytes(10), { id }))).rejects.toMatchObject({ code: 'STORE_OPTIONS_INVALID' });
+    await expect(catalog.put(base(randomBytes(10), { id: 'latest' }))).rejects.toMatchObject({ code: 'STORE_OPTIONS_INVALID' });
+    expect(await catalog.list()).toEqual([manifest]);
   });
 
   it('stores the object, then a manifest describing exactly those bytes', async () => {
