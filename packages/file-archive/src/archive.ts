@@ -60,7 +60,8 @@ export async function resolveFilesBackup(catalog: Catalog, ref: string, options:
   if (ref === 'latest') {
     const all = await catalog.list({ kind: FILES_KIND });
     const candidates = all.filter(
-      (m) => (options.root === undefined || m.labels?.dir === options.root) && (options.host === undefined || m.labels?.host === options.host),
+      (m) =>
+        (options.root === undefined || m.labels?.dir === options.root) && (options.host === undefined || m.labels?.host === options.host),
     );
     for (let i = candidates.length - 1; i >= 0; i--) {
       const m = candidates[i] as Manifest;
@@ -76,9 +77,13 @@ export async function resolveFilesBackup(catalog: Catalog, ref: string, options:
     return await catalog.get(ref, FILES_KIND);
   } catch (error) {
     if (isStoreError(error) && error.code === 'STORE_ARTIFACT_NOT_FOUND')
-      throw new FilesError('FILES_BACKUP_NOT_FOUND', `there is no file backup ${ref} in this store: list them with 'drkit backup list --kind files'`, {
-        cause: error,
-      });
+      throw new FilesError(
+        'FILES_BACKUP_NOT_FOUND',
+        `there is no file backup ${ref} in this store: list them with 'drkit backup list --kind files'`,
+        {
+          cause: error,
+        },
+      );
     throw error;
   }
 }
@@ -97,7 +102,9 @@ export function archiveReadError(id: string, error: unknown): unknown {
     );
   }
   if (isStoreError(error) && (error.code === 'STORE_NOT_FOUND' || error.code === 'STORE_ARTIFACT_NOT_FOUND'))
-    return new FilesError('FILES_CHAIN_BROKEN', `the archive of backup ${id} is missing from the store: ${error.message}`, { cause: error });
+    return new FilesError('FILES_CHAIN_BROKEN', `the archive of backup ${id} is missing from the store: ${error.message}`, {
+      cause: error,
+    });
   return error;
 }
 
@@ -150,7 +157,10 @@ export async function readIndex(archive: OpenArchive): Promise<FilesIndex> {
   const fingerprint = fingerprintOf(archive.manifest);
   const { offset, length } = fingerprint.index;
   if (offset + length > archive.access.plainSize)
-    throw new FilesError('FILES_BACKUP_INVALID', `the manifest of backup ${archive.manifest.id} places its index past the end of its archive`);
+    throw new FilesError(
+      'FILES_BACKUP_INVALID',
+      `the manifest of backup ${archive.manifest.id} places its index past the end of its archive`,
+    );
   const wrapped = await readRange(archive, offset, offset + length);
   return decodeIndex(wrapped, fingerprint.index, fingerprint.compression, archive.manifest.id);
 }

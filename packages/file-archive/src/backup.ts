@@ -84,9 +84,13 @@ export async function backupFiles(options: BackupFilesOptions): Promise<FilesBac
   const root = resolve(options.dir);
   const host = hostname();
   const rootStat = await stat(root).catch((error: NodeJS.ErrnoException) => {
-    throw new FilesError('FILES_SOURCE_INVALID', `cannot back up ${root}: ${error.code === 'ENOENT' ? 'it does not exist' : error.message}`, {
-      cause: error,
-    });
+    throw new FilesError(
+      'FILES_SOURCE_INVALID',
+      `cannot back up ${root}: ${error.code === 'ENOENT' ? 'it does not exist' : error.message}`,
+      {
+        cause: error,
+      },
+    );
   });
   if (!rootStat.isDirectory()) throw new FilesError('FILES_SOURCE_INVALID', `cannot back up ${root}: it is not a directory`);
   const warnings: string[] = [];
@@ -107,7 +111,11 @@ export async function backupFiles(options: BackupFilesOptions): Promise<FilesBac
     if (previous) {
       const chain = fingerprintOf(previous).chain;
       if (chain.length >= maxChain)
-        emit({ type: 'step', step: 'full', message: `the chain of ${chain.base} has ${chain.length} backups (max ${maxChain}): taking a full backup` });
+        emit({
+          type: 'step',
+          step: 'full',
+          message: `the chain of ${chain.base} has ${chain.length} backups (max ${maxChain}): taking a full backup`,
+        });
       else
         try {
           parent = { manifest: previous, index: await archives.index(previous), length: chain.length, base: chain.base };
@@ -437,7 +445,11 @@ async function* archiveBody(
   };
   state.index = index;
   const wrapped = encodeIndex(index, state.compression);
-  state.indexLocation = { offset: state.compressedOffset, length: wrapped.length, sha256: createHash('sha256').update(wrapped).digest('hex') };
+  state.indexLocation = {
+    offset: state.compressedOffset,
+    length: wrapped.length,
+    sha256: createHash('sha256').update(wrapped).digest('hex'),
+  };
   state.compressedOffset += wrapped.length;
   yield wrapped;
 }
@@ -544,4 +556,3 @@ async function hashFile(path: string, size: number): Promise<string | undefined>
     await handle.close();
   }
 }
-

@@ -1,6 +1,8 @@
 import type { Catalog, Manifest } from '@drkit/s3-store';
-import type { FilesKeys } from './archive.js';
-import type { IndexEntry } from './tree-index.js';
+import { ArchiveSet, FILES_KIND, type FilesKeys, fingerprintOf, resolveFilesBackup } from './archive.js';
+import { isFilesError } from './errors.js';
+import { compileSelectors } from './select.js';
+import type { FilesIndex, IndexEntry } from './tree-index.js';
 
 /** One path of a backup's tree, as listings show it. */
 export interface ListedEntry {
@@ -37,8 +39,45 @@ export interface ListFilesOptions {
 
 /** The tree at a backup (or part of it), read from its index alone. */
 export async function listFiles(options: ListFilesOptions): Promise<{ manifest: Manifest; entries: ListedEntry[] }> {
-  void options;
-  throw new Error('listFiles: being written');
+  const { manifest, index } = await loadIndex(options.catalog, options.keys, options.backup, options.root, options.signal);
+  return { manifest, entries: listed(index, options.paths) };
+}
+
+async function loadIndex(
+  catalog: Catalog,
+  keys: FilesKeys,
+  backup: string | Manifest,
+  root: string | undefined,
+  signal: AbortSignal | undefined,
+  archives = new ArchiveSet(catalog, keys, signal),
+): Promise<{ manifest: Manifest; index: FilesIndex }> {
+  const manifest = typeof backup === 'string' ? await resolveFilesBackup(catalog, backup, root === undefined ? {} : { root }) : backup;
+  fingerprintOf(manifest);
+  return { manifest, index: await archives.index(manifest) };
+}
+
+/** An index entry as listings show it. */
+export function listedEntry(index: FilesIndex, e: IndexEntry): ListedEntry {
+  const ns = BigInt(e.mtime);
+  return {
+    path: e.path,
+    type: e.type,
+    size: e.size,
+    mode: e.mode,
+    uid: e.uid,
+    gid: e.gid,
+    mtime: new Date(Number(ns / 1_000_000n)).toISOString(),
+    mtimeNs: e.mtime,
+    ...(e.sha256 === undefined ? {} : { sha256: e.sha256 }),
+    ...(e.link === undefined ? {} : { link: e.link }),
+    ...(e.at ? { storedIn: index.archives[e.at[0]]?.id as string } : {}),
+    ...(e.unstable ? { unstable: true } : {}),
+  };
+}
+
+function listed(index: FilesIndex, paths: string[] | undefined): ListedEntry[] {
+  const selectors = paths?.length ? compileSelectors(paths) : undefined;
+  return index.entries.filter((e) => !selectors || selectors.matches(e.path)).map((e) => listedEntry(index, e));
 }
 
 /** What differs between two backups' trees. */
@@ -64,8 +103,35 @@ export async function diffBackups(options: {
   paths?: string[];
   signal?: AbortSignal;
 }): Promise<FilesDiff> {
-  void options;
-  throw new Error('diffBackups: being written');
+  const archives = new ArchiveSet(options.catalog, options.keys, options.signal);
+  const a = await loadIndex(options.catalog, options.keys, options.from, undefined, options.signal, archives);
+  const b = await loadIndex(options.catalog, options.keys, options.to, undefined, options.signal, archives);
+  const before = new Map(listed(a.index, options.paths).map((e) => [e.path, e]));
+  const after = new Map(listed(b.index, options.paths).map((e) => [e.path, e]));
+  const diff: FilesDiff = { from: a.manifest, to: b.manifest, added: [], deleted: [], modified: [], metadata: [], renamed: [] };
+  for (const [path, y] of after) {
+    const x = before.get(path);
+    if (!x) diff.added.push(y);
+    else if (x.type !== y.type || x.sha256 !== y.sha256 || x.link !== y.link || x.size !== y.size)
+      diff.modified.push({ before: x, after: y });
+    else if (x.mode !== y.mode || x.uid !== y.uid || x.gid !== y.gid || x.mtimeNs !== y.mtimeNs)
+      diff.metadata.push({ before: x, after: y });
+  }
+  for (const [path, x] of before) if (!after.has(path)) diff.deleted.push(x);
+  // A deleted file and an added one with the same content: a rename (each deleted file pairs once).
+  const gone = new Map<string, ListedEntry[]>();
+  for (const x of diff.deleted) if (x.type === 'file' && x.sha256) gone.set(x.sha256, [...(gone.get(x.sha256) ?? []), x]);
+  const moved = new Set<ListedEntry>();
+  diff.added = diff.added.filter((y) => {
+    const candidates = y.type === 'file' && y.sha256 ? gone.get(y.sha256) : undefined;
+    const x = candidates?.shift();
+    if (!x) return true;
+    diff.renamed.push({ before: x, after: y });
+    moved.add(x);
+    return false;
+  });
+  diff.deleted = diff.deleted.filter((x) => !moved.has(x));
+  return diff;
 }
 
 /** One backup holding a path, and what the path was there. */
@@ -84,8 +150,28 @@ export async function findBackupsHolding(options: {
   path: string;
   /** Only backups of this directory. */
   root?: string;
+  /** Told about each backup whose index cannot be read (wrong key, damaged): it is left out of the result. */
+  onUnreadable?: (manifest: Manifest, error: unknown) => void;
   signal?: AbortSignal;
 }): Promise<PathVersion[]> {
-  void options;
-  throw new Error('findBackupsHolding: being written');
+  const selectors = compileSelectors([options.path]);
+  const manifests = (await options.catalog.list({ kind: FILES_KIND }))
+    .filter((m) => options.root === undefined || m.labels?.dir === options.root)
+    .reverse();
+  const archives = new ArchiveSet(options.catalog, options.keys, options.signal);
+  const found: PathVersion[] = [];
+  for (const manifest of manifests) {
+    let index: FilesIndex;
+    try {
+      fingerprintOf(manifest);
+      index = await archives.index(manifest);
+    } catch (error) {
+      // One unreadable backup must not hide the others: it is reported and left out.
+      if (isFilesError(error, 'FILES_ABORTED')) throw error;
+      options.onUnreadable?.(manifest, error);
+      continue;
+    }
+    for (const e of index.entries) if (selectors.matches(e.path)) found.push({ manifest, entry: listedEntry(index, e) });
+  }
+  return found;
 }

@@ -16,11 +16,20 @@ export interface Selectors {
  */
 export function compileSelectors(patterns: readonly string[]): Selectors {
   const compiled = patterns.map((raw) => {
-    const pattern = raw.replace(/^(\.\/)+/, '').replace(/^\/+/, '').replace(/\/+$/, '');
+    const pattern = raw
+      .replace(/^(\.\/)+/, '')
+      .replace(/^\/+/, '')
+      .replace(/\/+$/, '');
     if (pattern === '' || pattern === '.')
-      throw new FilesError('FILES_OPTIONS_INVALID', `path selector "${raw}" is empty: name a path or glob inside the backup, e.g. uploads/2025/10/`);
+      throw new FilesError(
+        'FILES_OPTIONS_INVALID',
+        `path selector "${raw}" is empty: name a path or glob inside the backup, e.g. uploads/2025/10/`,
+      );
     if (pattern.split('/').includes('..'))
-      throw new FilesError('FILES_OPTIONS_INVALID', `path selector "${raw}" climbs out with "..": selectors are relative to the backed-up directory`);
+      throw new FilesError(
+        'FILES_OPTIONS_INVALID',
+        `path selector "${raw}" climbs out with "..": selectors are relative to the backed-up directory`,
+      );
     if (!/[*?[]/.test(pattern)) return { literal: pattern };
     return { regex: new RegExp(`^${globToRegex(pattern)}(?:/.*)?$`, 'su') };
   });
