@@ -29,6 +29,22 @@ function describeParseError(error: unknown, command: Command): string {
   return `${message.replace(/\.$/, '')} (see '${where} --help')`;
 }
 
+/** `drkit help <command words>`: the help of that command, or of that group of commands. */
+function help(commands: readonly Command[], words: string[], io: CliIo): number {
+  const routed = route(commands, words);
+  if (routed && routed.rest.length === 0) {
+    write(io.stdout, renderCommandHelp(routed.command));
+    return EXIT.OK;
+  }
+  const group = commands.filter((c) => c.path[0] === words[0]);
+  if (!routed && words.length === 1 && group.length > 0) {
+    write(io.stdout, renderGroupHelp(words[0] as string, group));
+    return EXIT.OK;
+  }
+  write(io.stderr, `drkit: unknown command '${words.join(' ')}' (see 'drkit --help')`);
+  return EXIT.USAGE;
+}
+
 /** Options for {@link main}. */
 export interface MainOptions {
   /** The commands to route to. @default every built-in command */
@@ -46,6 +62,7 @@ export async function main(argv: readonly string[], io: CliIo, options: MainOpti
   const signal = options.signal ?? new AbortController().signal;
   const words = [...argv];
   const first = words[0];
+  if (first === 'help' && words.length > 1) return help(commands, words.slice(1), io);
   if (first === undefined || first === '--help' || first === '-h' || first === 'help') {
     write(io.stdout, renderRootHelp(commands, VERSION));
     return first === undefined ? EXIT.USAGE : EXIT.OK;

@@ -361,6 +361,11 @@ async function* archiveBody(
   const changes: Changes = { added: [], modified: [], deleted: [], renamed: [], metadata: [] };
   const before = parent ? new Map(parent.entries.map((e) => [e.path, e])) : undefined;
   const renamedFrom = new Set<string>();
+  const reuse = (record: IndexEntry, from: IndexEntry) => {
+    record.at = state.reuse(from.at as NonNullable<IndexEntry['at']>);
+    const storedAs = from.storedAs ?? from.path;
+    if (storedAs !== record.path) record.storedAs = storedAs;
+  };
 
   for (const plan of plans) {
     throwIfAborted(ctx.signal, 'the backup');
@@ -383,7 +388,7 @@ async function* archiveBody(
       const digest = await hashFile(join(root, entry.path), entry.size).catch(() => undefined);
       if (digest !== undefined && digest === plan.from.sha256) {
         record.sha256 = digest;
-        record.at = state.reuse(plan.from.at as NonNullable<IndexEntry['at']>);
+        reuse(record, plan.from);
         if (plan.renamedFrom !== undefined) {
           changes.renamed.push([plan.renamedFrom, entry.path]);
           renamedFrom.add(plan.renamedFrom);
@@ -391,7 +396,7 @@ async function* archiveBody(
       } else kind = 'store';
     } else if (plan.kind === 'reuse') {
       record.sha256 = plan.from.sha256 as string;
-      record.at = state.reuse(plan.from.at as NonNullable<IndexEntry['at']>);
+      reuse(record, plan.from);
       if (!sameMetadata(entry, plan.from)) changes.metadata.push(entry.path);
     }
     if (kind === 'store') {

@@ -1,7 +1,22 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
-import { chmod, chown, lchown, lstat, lutimes, mkdir, open, readdir, rename, rm, rmdir, symlink, utimes } from 'node:fs/promises';
-import { basename, dirname, join, posix, resolve } from 'node:path';
+import {
+  chmod,
+  chown,
+  type FileHandle,
+  lchown,
+  lstat,
+  lutimes,
+  mkdir,
+  open,
+  readdir,
+  rename,
+  rm,
+  rmdir,
+  symlink,
+  utimes,
+} from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
 import type { Catalog, Manifest } from '@drkit/s3-store';
 import { ArchiveSet, type FilesKeys, fingerprintOf, resolveFilesBackup } from './archive.js';
 import { FilesError, messageOf, throwIfAborted } from './errors.js';
@@ -188,6 +203,7 @@ const SAFE_TYPES = new Set(['file', 'directory', 'symlink']);
  */
 export function checkEntries(index: FilesIndex, options: { allowExternalLinks: boolean }): void {
   const types = new Map<string, string>();
+  const links = new Map<string, string>();
   const refuse = (path: string, reason: string): never => {
     throw new FilesError(
       'FILES_UNSAFE_ENTRY',
@@ -214,13 +230,52 @@ export function checkEntries(index: FilesIndex, options: { allowExternalLinks: b
     if (entry.type === 'symlink') {
       if (typeof entry.link !== 'string' || entry.link === '' || entry.link.includes('\0'))
         refuse(path, 'a symlink without a valid target');
-      const link = entry.link as string;
-      const resolved = posix.normalize(posix.join(posix.dirname(`/${path}`), link));
-      if (!options.allowExternalLinks && (link.startsWith('/') || resolved === '/..' || resolved.startsWith('/../')))
-        refuse(path, `a symlink to ${link}, outside the restored tree (allow external links to restore it anyway; it is never followed)`);
+      links.set(path, entry.link as string);
     }
     types.set(path, entry.type);
   }
+  if (options.allowExternalLinks) return;
+  for (const [path, link] of links) {
+    const escape = escapes(path, link, links);
+    if (escape)
+      refuse(
+        path,
+        `a symlink to ${link}, outside the restored tree: it ${escape} (allow external links to restore it anyway; the restore never follows it)`,
+      );
+  }
+}
+
+/** Symlinks followed while resolving one link target before it counts as a loop. */
+const MAX_LINK_HOPS = 40;
+
+/**
+ * Why the symlink at `path` with target `link` would point outside the restored tree, or
+ * undefined when it stays inside. It resolves the target component by component from the
+ * link's directory, following the backup's own symlinks (a `..` after a symlink applies to
+ * where that link points, as the kernel does it), so `esc -> self/..` with `self -> .` is caught.
+ */
+function escapes(path: string, link: string, links: Map<string, string>): string | undefined {
+  if (link.startsWith('/')) return 'is an absolute path';
+  const stack = path.split('/').slice(0, -1);
+  const queue = link.split('/');
+  let hops = 0;
+  while (queue.length > 0) {
+    const part = queue.shift() as string;
+    if (part === '' || part === '.') continue;
+    if (part === '..') {
+      if (stack.length === 0) return 'climbs above the restored tree';
+      stack.pop();
+      continue;
+    }
+    stack.push(part);
+    const through = links.get(stack.join('/'));
+    if (through === undefined) continue;
+    if (++hops > MAX_LINK_HOPS) return 'resolves through a loop of symlinks';
+    if (through.startsWith('/')) return `goes through ${stack.join('/')}, a link to an absolute path`;
+    stack.pop();
+    queue.unshift(...through.split('/'));
+  }
+  return undefined;
 }
 
 /** The entries to restore: all, or those matching the selectors plus the directories above them. */
@@ -297,13 +352,14 @@ async function extractFiles(index: FilesIndex, selected: IndexEntry[], staging: 
   );
   const read = new Set<string>();
   const due = throttle();
+  const pool = new WritePool(WRITERS);
   for (const run of runs) {
     read.add(run.ref.id);
     const cursor = new TarCursor(archives.frames(run.ref, run.first, run.last), run.ref.id);
     try {
       for (const entry of run.entries) {
         throwIfAborted(ctx.signal, 'the restore');
-        await extractFile(entry, cursor, staging, run.ref.id, ctx);
+        await extractFile(entry, cursor, staging, run.ref.id, ctx, pool);
         ctx.result.files++;
         ctx.result.bytes += entry.size;
         if (due())
@@ -320,12 +376,54 @@ async function extractFiles(index: FilesIndex, selected: IndexEntry[], staging: 
       await cursor.close();
     }
   }
+  await pool.drain();
   ctx.emit({ type: 'progress', operation: 'restore', files: ctx.result.files, bytes: ctx.result.bytes, totalBytes: ctx.totalBytes });
   ctx.result.archives = [...read];
 }
 
-/** One file: its tar header checked against the index, its content written and hashed. */
-async function extractFile(entry: IndexEntry, cursor: TarCursor, staging: string, archiveId: string, ctx: ExtractContext) {
+/** Files up to this size are taken whole from the tar stream and written by a pool, many at a time. */
+const SMALL_FILE = 1024 * 1024;
+/** Small files being written at once: file creation is latency-bound (open, write, chmod, utimes, close). */
+const WRITERS = 16;
+
+/** Runs jobs with at most `limit` at once; the first failure fails the next add() or drain(). */
+class WritePool {
+  readonly #limit: number;
+  readonly #running = new Set<Promise<void>>();
+  #failure: { error: unknown } | undefined;
+
+  constructor(limit: number) {
+    this.#limit = limit;
+  }
+
+  async add(job: () => Promise<void>): Promise<void> {
+    this.#check();
+    const promise: Promise<void> = job().then(
+      () => {
+        this.#running.delete(promise);
+      },
+      (error: unknown) => {
+        this.#running.delete(promise);
+        this.#failure ??= { error };
+      },
+    );
+    this.#running.add(promise);
+    if (this.#running.size >= this.#limit) await Promise.race(this.#running);
+    this.#check();
+  }
+
+  async drain(): Promise<void> {
+    await Promise.all(this.#running);
+    this.#check();
+  }
+
+  #check(): void {
+    if (this.#failure) throw this.#failure.error;
+  }
+}
+
+/** One file: its tar header checked against the index, its content hashed, checked and written. */
+async function extractFile(entry: IndexEntry, cursor: TarCursor, staging: string, archiveId: string, ctx: ExtractContext, pool: WritePool) {
   const [, start, end] = entry.at as [number, number, number];
   await cursor.skipTo(start);
   const reader = new TarHeaderReader();
@@ -345,28 +443,36 @@ async function extractFile(entry: IndexEntry, cursor: TarCursor, staging: string
     else throw corrupt(archiveId, entry.path, `no entry at offset ${start}`);
   }
   const header = parsed.entry;
-  if (header.path !== entry.path || header.type !== 'file' || header.size !== entry.size)
+  if (header.path !== (entry.storedAs ?? entry.path) || header.type !== 'file' || header.size !== entry.size)
     throw corrupt(
       archiveId,
       entry.path,
       `the archive holds ${header.type} ${JSON.stringify(header.path)} (${header.size} bytes) where the index expects this file`,
     );
   const path = join(staging, entry.path);
+  if (entry.size <= SMALL_FILE) {
+    const data = await cursor.take(entry.size);
+    checkHash(entry, createHash('sha256').update(data).digest('hex'), archiveId);
+    await pool.add(() => writeFileAt(path, entry, ctx, async (handle) => void (data.length > 0 && (await handle.write(data)))));
+  } else
+    await writeFileAt(path, entry, ctx, async (handle) => {
+      const hash = createHash('sha256');
+      for await (const piece of cursor.stream(entry.size)) {
+        hash.update(piece);
+        await handle.write(piece);
+      }
+      checkHash(entry, hash.digest('hex'), archiveId);
+    });
+  if (cursor.offset + ((BLOCK - (entry.size % BLOCK)) % BLOCK) !== end)
+    throw corrupt(archiveId, entry.path, `the entry ends at ${cursor.offset}, the index says ${end}`);
+}
+
+/** Creates a file of the staging tree, writes it with `write`, then sets owner, mode and times. */
+async function writeFileAt(path: string, entry: IndexEntry, ctx: ExtractContext, write: (handle: FileHandle) => Promise<void>) {
   // O_EXCL and O_NOFOLLOW: never through a link, never over something that exists.
   const handle = await open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
   try {
-    const hash = createHash('sha256');
-    for await (const piece of cursor.stream(entry.size)) {
-      hash.update(piece);
-      await handle.write(piece);
-    }
-    const sha256 = hash.digest('hex');
-    if (sha256 !== entry.sha256)
-      throw new FilesError(
-        'FILES_HASH_MISMATCH',
-        `${entry.path} restored from backup ${archiveId} has SHA-256 ${sha256.slice(0, 16)}..., the index says ${entry.sha256?.slice(0, 16)}...: the backup is inconsistent; nothing was moved into the target`,
-        { details: { path: entry.path, expected: entry.sha256, actual: sha256 } },
-      );
+    await write(handle);
     if (ctx.owners) await handle.chown(entry.uid, entry.gid);
     await handle.chmod(ctx.owners ? entry.mode : entry.mode & 0o1777);
     const time = nsToSeconds(entry.mtime);
@@ -374,8 +480,15 @@ async function extractFile(entry: IndexEntry, cursor: TarCursor, staging: string
   } finally {
     await handle.close();
   }
-  if (cursor.offset + ((BLOCK - (entry.size % BLOCK)) % BLOCK) !== end)
-    throw corrupt(archiveId, entry.path, `the entry ends at ${cursor.offset}, the index says ${end}`);
+}
+
+function checkHash(entry: IndexEntry, sha256: string, archiveId: string): void {
+  if (sha256 !== entry.sha256)
+    throw new FilesError(
+      'FILES_HASH_MISMATCH',
+      `${entry.path} restored from backup ${archiveId} has SHA-256 ${sha256.slice(0, 16)}..., the index says ${entry.sha256?.slice(0, 16)}...: the backup is inconsistent; nothing was moved into the target`,
+      { details: { path: entry.path, expected: entry.sha256, actual: sha256 } },
+    );
 }
 
 function corrupt(archiveId: string, path: string, reason: string): FilesError {

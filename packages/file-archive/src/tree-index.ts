@@ -32,6 +32,8 @@ export interface IndexEntry {
    * and padding).
    */
   at?: [archive: number, start: number, end: number];
+  /** The path the content is stored under in that archive, when it was stored under another path (a rename). */
+  storedAs?: string;
   /** The file changed while it was being read: its content may be a mix of before and after. */
   unstable?: true;
 }

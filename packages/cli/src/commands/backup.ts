@@ -290,6 +290,10 @@ export const backupListCommand = defineCommand({
     json: { type: 'boolean', description: 'print the manifests as a JSON array' },
     ...storeOption,
   },
+  details: `
+Oldest first. Each backup's type is full or incremental; an incremental builds on its parent
+(TYPE and PARENT columns appear when the list holds incrementals; in --json every manifest has
+"type", and an incremental's has "parent").`,
   async run({ options, io }) {
     const kind = parseKind(options.kind, 'backup list', false);
     const tier = parseTier(options.tier);
@@ -304,6 +308,8 @@ export const backupListCommand = defineCommand({
       io.stderr.write(`drkit: no backups${kind ? ` of kind ${kind}` : ''}${tier ? ` in tier ${tier}` : ''}\n`);
       return EXIT.OK;
     }
+    // Chains (incrementals on a parent) get TYPE and PARENT columns; a list of full backups only needs neither.
+    const chained = manifests.some((m) => m.type === 'incremental');
     const rows = manifests.map((m) => [
       m.id,
       m.kind,
@@ -311,8 +317,9 @@ export const backupListCommand = defineCommand({
       m.createdAt.replace(/\.\d{3}Z$/, 'Z'),
       human(m.object.size),
       m.verification ? `${m.verification.status} (${m.verification.level})` : '-',
+      ...(chained ? [m.type, m.parent ?? '-'] : []),
     ]);
-    const header = ['ID', 'KIND', 'TIER', 'CREATED', 'SIZE', 'VERIFIED'];
+    const header = ['ID', 'KIND', 'TIER', 'CREATED', 'SIZE', 'VERIFIED', ...(chained ? ['TYPE', 'PARENT'] : [])];
     const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] as string).length)));
     for (const row of [header, ...rows])
       io.stdout.write(

@@ -8,6 +8,7 @@ import {
   pruneCommand,
 } from './backup.js';
 import { doctorCommand } from './doctor.js';
+import { backupFilesCommand, filesDiffCommand, filesListCommand, filesWhichCommand, restoreFilesCommand } from './files.js';
 import { haltAuditCommand, haltEngageCommand, haltReleaseCommand, haltStatusCommand, haltVerifyCommand } from './halt.js';
 import { keyGenerateCommand } from './key.js';
 import { openCommand } from './open.js';
@@ -32,6 +33,11 @@ export const allCommands: readonly Command[] = [
   backupRedisCommand,
   restoreRedisCommand,
   verifyRedisCommand,
+  backupFilesCommand,
+  restoreFilesCommand,
+  filesListCommand,
+  filesDiffCommand,
+  filesWhichCommand,
   pruneCommand,
   haltEngageCommand,
   haltStatusCommand,
