@@ -52,6 +52,11 @@ export interface FilesBackup {
 /** The drkit version recorded in manifests. */
 export const DRKIT_VERSION = '0.1.0';
 const READ_BYTES = 1024 * 1024;
+/**
+ * Sealed chunk size: the unit a ranged read fetches and authenticates. Smaller than the
+ * default 1 MiB so that reading an index or one small file fetches little.
+ */
+const SEAL_CHUNK = 64 * 1024;
 /** Frames compressing on the thread pool at once. */
 const FRAMES_IN_FLIGHT = 4;
 
@@ -83,7 +88,7 @@ export async function backupFiles(options: BackupFilesOptions): Promise<FilesBac
     throw new FilesError('FILES_OPTIONS_INVALID', `maxChainLength must be a positive integer, got ${maxChain}`);
   const root = resolve(options.dir);
   const host = hostname();
-  const rootStat = await stat(root).catch((error: NodeJS.ErrnoException) => {
+  const rootStat = await stat(root, { bigint: true }).catch((error: NodeJS.ErrnoException) => {
     throw new FilesError(
       'FILES_SOURCE_INVALID',
       `cannot back up ${root}: ${error.code === 'ENOENT' ? 'it does not exist' : error.message}`,
@@ -149,14 +154,25 @@ export async function backupFiles(options: BackupFilesOptions): Promise<FilesBac
     type: 'step',
     step: 'archive',
     message: parent
-      ? `incremental backup of ${root} on ${parent.manifest.id}: ${plans.filter((p) => p.kind === 'store').length} files to store`
+      ? `incremental backup of ${root} on ${parent.manifest.id}: ${plural(plans.filter((p) => p.kind === 'store').length, 'file')} to store`
       : `full backup of ${root}: ${entries.length} entries`,
   });
 
   const state = new ArchiveState(compression, level, parent?.index);
   // The index names its own backup, so the id is made before the archive is written.
   const id = newArtifactId();
-  const body = archiveBody(root, id, plans, parent?.index, state, { emit, warn, toStore, signal: options.signal });
+  const body = archiveBody(root, id, plans, parent?.index, state, {
+    rootMeta: {
+      mode: Number(rootStat.mode) & 0o7777,
+      uid: Number(rootStat.uid),
+      gid: Number(rootStat.gid),
+      mtime: String(rootStat.mtimeNs),
+    },
+    emit,
+    warn,
+    toStore,
+    signal: options.signal,
+  });
   let fingerprint: FilesFingerprint | undefined;
   let manifest: Manifest;
   try {
@@ -174,7 +190,12 @@ export async function backupFiles(options: BackupFilesOptions): Promise<FilesBac
       encryption: { format: 'drkit-sealed/1', algorithm: 'aes-256-gcm', keyId: sealingKeyId(options.keys) },
       labels: { ...options.labels, dir: root, host },
       id,
-      body: seal(body, { key: options.keys, compression: 'none', ...(options.signal ? { signal: options.signal } : {}) }),
+      body: seal(body, {
+        key: options.keys,
+        compression: 'none',
+        chunkSize: SEAL_CHUNK,
+        ...(options.signal ? { signal: options.signal } : {}),
+      }),
       ...(options.signal ? { signal: options.signal } : {}),
       beforeManifest: async () => {
         const index = state.index;
@@ -212,6 +233,8 @@ export async function backupFiles(options: BackupFilesOptions): Promise<FilesBac
       },
     });
   } catch (error) {
+    if (options.signal?.aborted && !isFilesError(error, 'FILES_ABORTED'))
+      throw new FilesError('FILES_ABORTED', `the backup of ${root} was aborted; no backup was recorded`, { cause: error });
     throw ownCause(error) ?? error;
   }
   emit({
@@ -308,6 +331,8 @@ class ArchiveState {
 }
 
 interface BodyContext {
+  /** Mode, owner and mtime of the backed-up directory itself. */
+  rootMeta: NonNullable<FilesIndex['rootMeta']>;
   emit: ReturnType<typeof emitter>;
   warn: (message: string, path?: string) => void;
   toStore: number;
@@ -443,6 +468,7 @@ async function* archiveBody(
     id,
     ...(parent ? { parent: parent.id } : {}),
     root,
+    rootMeta: ctx.rootMeta,
     createdAt: new Date().toISOString(),
     archives: state.archives,
     entries,
@@ -560,4 +586,9 @@ async function hashFile(path: string, size: number): Promise<string | undefined>
   } finally {
     await handle.close();
   }
+}
+
+/** "1 file", "3 files". */
+function plural(n: number, word: string): string {
+  return `${n} ${word}${n === 1 ? '' : 's'}`;
 }

@@ -32,6 +32,8 @@ export interface ListFilesOptions {
   backup: string | Manifest;
   /** With "latest": the newest backup of this directory. */
   root?: string;
+  /** With \"latest\": only backups made on this host (as recorded in their manifests). */
+  host?: string;
   /** Only these paths or globs (and what is under them). */
   paths?: string[];
   signal?: AbortSignal;
@@ -39,7 +41,7 @@ export interface ListFilesOptions {
 
 /** The tree at a backup (or part of it), read from its index alone. */
 export async function listFiles(options: ListFilesOptions): Promise<{ manifest: Manifest; entries: ListedEntry[] }> {
-  const { manifest, index } = await loadIndex(options.catalog, options.keys, options.backup, options.root, options.signal);
+  const { manifest, index } = await loadIndex(options.catalog, options.keys, options.backup, options, options.signal);
   return { manifest, entries: listed(index, options.paths) };
 }
 
@@ -47,11 +49,17 @@ async function loadIndex(
   catalog: Catalog,
   keys: FilesKeys,
   backup: string | Manifest,
-  root: string | undefined,
+  scope: { root?: string; host?: string },
   signal: AbortSignal | undefined,
   archives = new ArchiveSet(catalog, keys, signal),
 ): Promise<{ manifest: Manifest; index: FilesIndex }> {
-  const manifest = typeof backup === 'string' ? await resolveFilesBackup(catalog, backup, root === undefined ? {} : { root }) : backup;
+  const manifest =
+    typeof backup === 'string'
+      ? await resolveFilesBackup(catalog, backup, {
+          ...(scope.root === undefined ? {} : { root: scope.root }),
+          ...(scope.host === undefined ? {} : { host: scope.host }),
+        })
+      : backup;
   fingerprintOf(manifest);
   return { manifest, index: await archives.index(manifest) };
 }
@@ -104,8 +112,8 @@ export async function diffBackups(options: {
   signal?: AbortSignal;
 }): Promise<FilesDiff> {
   const archives = new ArchiveSet(options.catalog, options.keys, options.signal);
-  const a = await loadIndex(options.catalog, options.keys, options.from, undefined, options.signal, archives);
-  const b = await loadIndex(options.catalog, options.keys, options.to, undefined, options.signal, archives);
+  const a = await loadIndex(options.catalog, options.keys, options.from, {}, options.signal, archives);
+  const b = await loadIndex(options.catalog, options.keys, options.to, {}, options.signal, archives);
   const before = new Map(listed(a.index, options.paths).map((e) => [e.path, e]));
   const after = new Map(listed(b.index, options.paths).map((e) => [e.path, e]));
   const diff: FilesDiff = { from: a.manifest, to: b.manifest, added: [], deleted: [], modified: [], metadata: [], renamed: [] };
@@ -150,13 +158,18 @@ export async function findBackupsHolding(options: {
   path: string;
   /** Only backups of this directory. */
   root?: string;
+  /** Only backups made on this host. */
+  host?: string;
   /** Told about each backup whose index cannot be read (wrong key, damaged): it is left out of the result. */
   onUnreadable?: (manifest: Manifest, error: unknown) => void;
   signal?: AbortSignal;
 }): Promise<PathVersion[]> {
   const selectors = compileSelectors([options.path]);
   const manifests = (await options.catalog.list({ kind: FILES_KIND }))
-    .filter((m) => options.root === undefined || m.labels?.dir === options.root)
+    .filter(
+      (m) =>
+        (options.root === undefined || m.labels?.dir === options.root) && (options.host === undefined || m.labels?.host === options.host),
+    )
     .reverse();
   const archives = new ArchiveSet(options.catalog, options.keys, options.signal);
   const found: PathVersion[] = [];

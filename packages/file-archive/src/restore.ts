@@ -34,6 +34,8 @@ export interface RestoreFilesOptions {
   backup: string | Manifest;
   /** With "latest": the newest backup of this directory (absolute path as backed up). */
   root?: string;
+  /** With \"latest\": only backups made on this host (as recorded in their manifests). */
+  host?: string;
   /** The directory to restore into. */
   target: string;
   /** Restore only these paths or globs (see compileSelectors), e.g. ["uploads/2025/10/"]. */
@@ -83,7 +85,10 @@ export async function restoreFiles(options: RestoreFilesOptions): Promise<FilesR
   const { catalog, keys, signal } = options;
   const manifest =
     typeof options.backup === 'string'
-      ? await resolveFilesBackup(catalog, options.backup, options.root === undefined ? {} : { root: options.root })
+      ? await resolveFilesBackup(catalog, options.backup, {
+          ...(options.root === undefined ? {} : { root: options.root }),
+          ...(options.host === undefined ? {} : { host: options.host }),
+        })
       : options.backup;
   fingerprintOf(manifest);
   const target = resolve(options.target);
@@ -153,8 +158,17 @@ export async function restoreFiles(options: RestoreFilesOptions): Promise<FilesR
       await utimes(path, time, time);
     }
     throwIfAborted(signal, 'the restore');
+    const state = await inspectTarget(target);
+    // A new target becomes the backed-up directory itself: its mode, owner and mtime too.
+    if (state !== 'non-empty' && index.rootMeta) {
+      const meta = index.rootMeta;
+      if (owners) await chown(staging, meta.uid, meta.gid);
+      await chmodSafe(staging, meta.mode, owners);
+      const time = nsToSeconds(meta.mtime);
+      await utimes(staging, time, time);
+    }
     emit({ type: 'step', step: 'swap', message: `moving the verified tree into ${target}` });
-    const replaced = await moveIntoPlace(staging, target, await inspectTarget(target));
+    const replaced = await moveIntoPlace(staging, target, state);
     if (replaced) result.replaced = replaced;
   } catch (error) {
     await rm(staging, { recursive: true, force: true }).catch(() => {});

@@ -64,6 +64,8 @@ export interface FilesIndex {
   parent?: string;
   /** The directory backed up (absolute path on its host). */
   root: string;
+  /** Its own mode, owner and mtime (ns): what a restore into a new directory gives that directory. */
+  rootMeta?: { mode: number; uid: number; gid: number; mtime: string };
   createdAt: string;
   /** archives[0] is this backup's own; the others are ancestors that hold content still in the tree. */
   archives: ArchiveRef[];
