@@ -392,8 +392,10 @@ async function* archiveBody(
     if (storedAs !== record.path) record.storedAs = storedAs;
   };
 
-  for (const plan of plans) {
+  const readAhead = new ReadAhead(root, plans);
+  for (const [index, plan] of plans.entries()) {
     throwIfAborted(ctx.signal, 'the backup');
+    readAhead.fill(index);
     const { entry } = plan;
     const old = before?.get(entry.path);
     const record: IndexEntry = {
@@ -428,7 +430,8 @@ async function* archiveBody(
       if (pendingBytes >= FRAME_CUT_AT_ENTRY) cut();
       yield* drain(false);
       const start = state.tarOffset;
-      const stored = await storeFile(root, entry, push, ctx);
+      const ahead = readAhead.take(index);
+      const stored = ahead ? await pushSmall(await ahead, entry, push, ctx) : await storeFile(root, entry, push, ctx);
       if (!stored) continue;
       yield* drain(false);
       record.sha256 = stored.sha256;
@@ -498,6 +501,108 @@ function tarEntryOf(entry: ScannedEntry): TarEntry {
   };
 }
 
+/** Files up to this size are read whole, several at a time, ahead of the archive writer. */
+const SMALL_FILE = 1024 * 1024;
+/** Small files being read at once: opening and reading many small files is latency-bound. */
+const READS_AHEAD = 16;
+
+/** A small file read whole: its bytes (exactly the scanned size), hash and stability. */
+type SmallRead = { data: Buffer; sha256: string; unstable: boolean } | { missing: string };
+
+/** Reads the small files the archive will store next, in parallel, keeping at most {@link READS_AHEAD} in flight. */
+class ReadAhead {
+  readonly #root: string;
+  readonly #plans: Plan[];
+  readonly #reads = new Map<number, Promise<SmallRead>>();
+  #next = 0;
+
+  constructor(root: string, plans: Plan[]) {
+    this.#root = root;
+    this.#plans = plans;
+  }
+
+  /** Starts reads of the small files to store at or after `index`, up to the limit. */
+  fill(index: number): void {
+    if (this.#next < index) this.#next = index;
+    while (this.#reads.size < READS_AHEAD && this.#next < this.#plans.length) {
+      const plan = this.#plans[this.#next] as Plan;
+      if (plan.kind === 'store' && plan.entry.size <= SMALL_FILE) {
+        const read = readSmall(this.#root, plan.entry);
+        read.catch(() => {});
+        this.#reads.set(this.#next, read);
+      }
+      this.#next++;
+    }
+  }
+
+  /** The read started for plan `index`, if one was. */
+  take(index: number): Promise<SmallRead> | undefined {
+    const read = this.#reads.get(index);
+    this.#reads.delete(index);
+    return read;
+  }
+}
+
+async function readSmall(root: string, entry: ScannedEntry): Promise<SmallRead> {
+  let handle: FileHandle;
+  try {
+    handle = await open(join(root, entry.path), constants.O_RDONLY | constants.O_NOFOLLOW);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ELOOP') return { missing: 'vanished (or was replaced by a symlink) before it was read' };
+    throw new FilesError('FILES_IO_FAILED', `cannot read ${join(root, entry.path)}: ${messageOf(error)}`, { cause: error });
+  }
+  try {
+    const before = await handle.stat({ bigint: true });
+    if (!before.isFile()) return { missing: 'is no longer a regular file' };
+    const data = Buffer.alloc(entry.size);
+    let filled = 0;
+    while (filled < entry.size) {
+      const { bytesRead } = await handle.read(data, filled, entry.size - filled, filled);
+      if (bytesRead === 0) break;
+      filled += bytesRead;
+    }
+    const after = await handle.stat({ bigint: true });
+    const unstable =
+      filled < entry.size ||
+      after.size !== BigInt(entry.size) ||
+      after.mtimeNs !== entry.mtimeNs ||
+      after.ctimeNs !== entry.ctimeNs ||
+      before.mtimeNs !== entry.mtimeNs;
+    return { data, sha256: createHash('sha256').update(data).digest('hex'), unstable };
+  } catch (error) {
+    throw new FilesError('FILES_IO_FAILED', `reading ${join(root, entry.path)} failed: ${messageOf(error)}`, { cause: error });
+  } finally {
+    await handle.close();
+  }
+}
+
+/** Puts a small file read ahead into the tar stream (see {@link storeFile}). */
+async function pushSmall(
+  read: SmallRead,
+  entry: ScannedEntry,
+  push: (bytes: Buffer) => void,
+  ctx: BodyContext,
+): Promise<{ sha256: string; unstable: boolean } | undefined> {
+  if ('missing' in read) {
+    ctx.warn(`${entry.path} ${read.missing}: not in this backup`, entry.path);
+    return undefined;
+  }
+  push(encodeHeader(tarEntryOf(entry)));
+  if (read.data.length > 0) push(read.data);
+  const pad = padding(entry.size);
+  if (pad) push(Buffer.alloc(pad));
+  if (read.unstable) warnUnstable(entry, ctx);
+  return { sha256: read.sha256, unstable: read.unstable };
+}
+
+function warnUnstable(entry: ScannedEntry, ctx: BodyContext): void {
+  ctx.warn(
+    `${entry.path} changed while it was being read: its copy in this backup may mix old and new content (the next backup takes it again)`,
+    entry.path,
+  );
+}
+
 /**
  * Writes one file into the tar stream: the header with the scanned size, then exactly that
  * many bytes (zeros if the file shrank meanwhile), hashed on the way. A file that changed
@@ -555,11 +660,7 @@ async function storeFile(
       after.mtimeNs !== entry.mtimeNs ||
       after.ctimeNs !== entry.ctimeNs ||
       before.mtimeNs !== entry.mtimeNs;
-    if (unstable)
-      ctx.warn(
-        `${entry.path} changed while it was being read: its copy in this backup may mix old and new content (the next backup takes it again)`,
-        entry.path,
-      );
+    if (unstable) warnUnstable(entry, ctx);
     return { sha256: hash.digest('hex'), unstable };
   } catch (error) {
     if (error instanceof FilesError) throw error;
