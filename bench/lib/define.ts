@@ -24,6 +24,13 @@ export interface BenchCase<Ctx> {
   /** The peer tool doing the same work. */
   peer: { name: string; run: (ctx: Ctx) => Promise<void> };
   /**
+   * Runs in the parent process before every run of either side (warm-up and recorded rounds
+   * alike), untimed and outside the measured child: e.g. change a few input files, or empty a
+   * restore target. It gets the ctx (as the sides do) and which run comes next; a throw fails
+   * the bench like a failed run. State it keeps in module variables lives in the parent.
+   */
+  prepare?: (ctx: Ctx, next: PrepareInfo) => Promise<void>;
+  /**
    * Bytes of input each side processes per run, when that is known up front: the results then
    * show throughput (MB/s of wall time, and MB per CPU-second) for both sides.
    */
@@ -34,6 +41,15 @@ export interface BenchCase<Ctx> {
    * `{ count: 1_000_000, unit: 'keys' }` gives `drkit_items_per_s` and a "drkit keys/s" column.
    */
   items?: BenchItems;
+}
+
+/** The run that follows a {@link BenchCase.prepare} call. */
+export interface PrepareInfo {
+  side: Side;
+  /** false for a warm-up round. */
+  recorded: boolean;
+  /** 0-based round within its phase (warm-up or recorded). */
+  round: number;
 }
 
 /** What a case counts in {@link BenchCase.items}. */
@@ -84,6 +100,9 @@ export function defineBench<Ctx = undefined>(spec: BenchSpec<Ctx>): Bench<Ctx> {
     if (typeof c.drkit !== 'function') throw new TypeError(`${where}, case "${c.name}": drkit must be a function`);
     if (typeof c.peer?.name !== 'string' || c.peer.name === '' || typeof c.peer.run !== 'function') {
       throw new TypeError(`${where}, case "${c.name}": peer must be { name, run }`);
+    }
+    if (c.prepare !== undefined && typeof c.prepare !== 'function') {
+      throw new TypeError(`${where}, case "${c.name}": prepare must be a function`);
     }
     if (c.bytes !== undefined && !(Number.isSafeInteger(c.bytes) && c.bytes > 0)) {
       throw new TypeError(`${where}, case "${c.name}": bytes must be a positive integer, got ${c.bytes}`);

@@ -1,6 +1,7 @@
 /**
  * Runs a bench file: setup() once here, then every timed run in a fresh child process
- * (bench/lib/worker.ts), then teardown(). Writes <outDir>/<name>.json and returns its rows.
+ * (bench/lib/worker.ts), each preceded here by its case's prepare() if it has one, then
+ * teardown(). Writes <outDir>/<name>.json and returns its rows.
  * Prints nothing: progress goes to the `log` callback.
  */
 import { fork } from 'node:child_process';
@@ -170,7 +171,8 @@ const format = (seconds: number) => `${seconds.toFixed(4)}s`;
 
 /**
  * Runs the bench in `file`: setup(), then per case the warm-up and recorded rounds (sides
- * alternating which goes first), then teardown() even when a run failed. Writes
+ * alternating which goes first; the case's prepare(), if any, before each run, untimed), then
+ * teardown() even when a run failed. Writes
  * `<outDir>/<name>.json` and returns its rows.
  * @throws BenchRunError naming the case and side of a failed run (after teardown).
  */
@@ -205,6 +207,14 @@ export async function runBench(file: string, options: RunBenchOptions = {}): Pro
       log(`${bench.name}: case "${c.name}" (drkit vs ${c.peer.name}): ${warmup} warm-up + ${runs} recorded rounds`);
       const samples: Record<Side, Sample[]> = { drkit: [], peer: [] };
       for (const step of steps) {
+        if (c.prepare) {
+          try {
+            await c.prepare(sent, { side: step.side, recorded: step.recorded, round: step.round });
+          } catch (error) {
+            const detail = error instanceof Error ? error.message : String(error);
+            throw new BenchRunError(bench.name, c.name, step.side, `prepare() threw: ${detail}`, { cause: error });
+          }
+        }
         const sample = await runInChild(bench.name, { file: path, caseName: c.name, side: step.side, ctx: sent }, options.exitGraceMs, log);
         const label = step.recorded ? `round ${step.round + 1}/${runs}` : `warm-up ${step.round + 1}/${warmup}`;
         const rate = c.bytes === undefined || sample.seconds <= 0 ? '' : `  ${(c.bytes / sample.seconds / 1e6).toFixed(1)} MB/s`;

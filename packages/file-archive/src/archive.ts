@@ -242,10 +242,18 @@ export class ArchiveSet {
       const bytes = await readRange(archive, head[0], tail[0] + tail[1]);
       try {
         return await Promise.all(
-          frames.map(async ([offset, length, tarOffset]) => ({
-            tar: await decompressFrame(ref.compression, bytes.subarray(offset - head[0], offset - head[0] + length)),
-            tarOffset,
-          })),
+          frames.map(async ([offset, length, tarOffset], k) => {
+            // A frame's tar length is up to the next frame's tar offset (unknown for the last one).
+            const next = ref.frames[i + k + 1];
+            return {
+              tar: await decompressFrame(
+                ref.compression,
+                bytes.subarray(offset - head[0], offset - head[0] + length),
+                next ? next[2] - tarOffset : undefined,
+              ),
+              tarOffset,
+            };
+          }),
         );
       } catch (cause) {
         throw new FilesError(
@@ -266,5 +274,5 @@ export class ArchiveSet {
 }
 
 /** A ranged read covers at most this many frames, and this many compressed bytes (unless one frame is larger). */
-const BATCH_FRAMES = 8;
-const BATCH_BYTES = 8 * 1024 * 1024;
+const BATCH_FRAMES = 4;
+const BATCH_BYTES = 4 * 1024 * 1024;

@@ -33,16 +33,30 @@ const gunzip = promisify(zlib.gunzip);
 
 /** Compresses one frame on the libuv thread pool (the main thread goes on hashing and sealing). */
 export function compressFrame(compression: ArchiveCompression, data: Buffer, level: number): Promise<Buffer> {
+  const chunkSize = outputChunk(data.length);
   if (compression === 'zstd')
     return zstdCompress(data, {
+      chunkSize,
       params: { [zlib.constants.ZSTD_c_compressionLevel]: level, [zlib.constants.ZSTD_c_checksumFlag]: 1 },
     });
-  return gzip(data, { level });
+  return gzip(data, { level, chunkSize });
 }
 
-/** Decompresses one frame (one zstd frame, or one gzip member) on the thread pool. */
-export function decompressFrame(compression: ArchiveCompression, data: Buffer): Promise<Buffer> {
-  return compression === 'zstd' ? zstdDecompress(data) : gunzip(data);
+/**
+ * Decompresses one frame (one zstd frame, or one gzip member) on the thread pool. `size` is
+ * the frame's tar length when known: the output then arrives in one piece.
+ */
+export function decompressFrame(compression: ArchiveCompression, data: Buffer, size?: number): Promise<Buffer> {
+  const options = { chunkSize: outputChunk(size ?? 4 * data.length) };
+  return compression === 'zstd' ? zstdDecompress(data, options) : gunzip(data, options);
+}
+
+/**
+ * zlib's one-shot calls hand their output back in pieces of `chunkSize` (16 KiB by default),
+ * each a callback on the main thread and a copy at the end: a frame-sized chunk makes it one.
+ */
+function outputChunk(expected: number): number {
+  return Math.min(8 * 1024 * 1024, Math.max(64 * 1024, expected + 1024));
 }
 
 /** Compresses a whole buffer in one call (the index). */

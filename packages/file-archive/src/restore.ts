@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { constants } from 'node:fs';
+import { closeSync, constants, fchmodSync, fchownSync, futimesSync, openSync, writeSync } from 'node:fs';
 import {
   chmod,
   chown,
@@ -18,9 +18,10 @@ import {
 } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { Catalog, Manifest } from '@drkit/s3-store';
-import { ArchiveSet, type FilesKeys, fingerprintOf, resolveFilesBackup } from './archive.js';
+import { ArchiveSet, type FilesKeys, fingerprintOf, readRange, resolveFilesBackup } from './archive.js';
 import { FilesError, messageOf, throwIfAborted } from './errors.js';
 import { emitter, type FilesEventListener, throttle } from './events.js';
+import { ExtractThreads, type Segment, type SegmentFailure, type SegmentFile, threadCount } from './extract-threads.js';
 import { compileSelectors } from './select.js';
 import { BLOCK, TarFormatError, TarHeaderReader } from './tar.js';
 import { type ArchiveRef, type FilesIndex, framesFor, type IndexEntry } from './tree-index.js';
@@ -50,6 +51,12 @@ export interface RestoreFilesOptions {
   owners?: boolean;
   /** Create symlinks that point outside the restored tree (never followed by the restore). @default false */
   allowExternalLinks?: boolean;
+  /**
+   * Threads that decompress, check and write small files beside the one fetching and
+   * decrypting the archive (each adds 60-100 MB of memory at peak). @default for restores of
+   * 16 MiB or more, one per core but one (at least 1, at most 2); 0 for smaller ones
+   */
+  threads?: number;
   signal?: AbortSignal;
   onEvent?: FilesEventListener;
 }
@@ -137,7 +144,14 @@ export async function restoreFiles(options: RestoreFilesOptions): Promise<FilesR
         await mkdir(join(staging, entry.path), { mode: 0o700 });
         result.directories++;
       }
-    await extractFiles(index, selected, staging, archives, { owners, emit, totalBytes, result, signal });
+    await extractFiles(
+      index,
+      selected,
+      staging,
+      archives,
+      { owners, threads: undefined, emit, totalBytes, result, signal },
+      options.threads,
+    );
     for (const entry of selected)
       if (entry.type === 'symlink') {
         const path = join(staging, entry.path);
@@ -353,91 +367,173 @@ const RUN_GAP_FRAMES = 2;
 
 interface ExtractContext {
   owners: boolean;
+  /** Threads extracting segments of small files, for large restores; none: this thread does it all. */
+  threads: ExtractThreads | undefined;
   emit: ReturnType<typeof emitter>;
   totalBytes: number;
   result: FilesRestore;
   signal: AbortSignal | undefined;
 }
 
-async function extractFiles(index: FilesIndex, selected: IndexEntry[], staging: string, archives: ArchiveSet, ctx: ExtractContext) {
+async function extractFiles(
+  index: FilesIndex,
+  selected: IndexEntry[],
+  staging: string,
+  archives: ArchiveSet,
+  ctx: ExtractContext,
+  requestedThreads: number | undefined,
+) {
   const runs = planRuns(
     index,
     selected.filter((e) => e.type === 'file'),
   );
   const read = new Set<string>();
   const due = throttle();
-  const pool = new WritePool(WRITERS);
-  for (const run of runs) {
-    read.add(run.ref.id);
-    const cursor = new TarCursor(archives.frames(run.ref, run.first, run.last), run.ref.id);
-    try {
-      for (const entry of run.entries) {
-        throwIfAborted(ctx.signal, 'the restore');
-        await extractFile(entry, cursor, staging, run.ref.id, ctx, pool);
-        ctx.result.files++;
-        ctx.result.bytes += entry.size;
-        if (due())
-          ctx.emit({
-            type: 'progress',
-            operation: 'restore',
-            files: ctx.result.files,
-            bytes: ctx.result.bytes,
-            totalBytes: ctx.totalBytes,
-            path: entry.path,
-          });
+  const progress = (files: number, bytes: number, path?: string) => {
+    ctx.result.files += files;
+    ctx.result.bytes += bytes;
+    if (due())
+      ctx.emit({
+        type: 'progress',
+        operation: 'restore',
+        files: ctx.result.files,
+        bytes: ctx.result.bytes,
+        totalBytes: ctx.totalBytes,
+        ...(path === undefined ? {} : { path }),
+      });
+  };
+  const count = threadCount(ctx.totalBytes, requestedThreads);
+  const byPath = new Map(selected.map((e) => [e.path, e]));
+  ctx.threads =
+    count > 0
+      ? new ExtractThreads(count, { toError: (failure) => segmentError(failure, byPath), onDone: (files, bytes) => progress(files, bytes) })
+      : undefined;
+  try {
+    for (const run of runs) {
+      read.add(run.ref.id);
+      if (!ctx.threads) {
+        await extractHere(run.ref, run.entries, staging, archives, ctx, progress);
+        continue;
       }
-    } finally {
-      await cursor.close();
+      for (const part of segmentsOf(run.entries)) {
+        throwIfAborted(ctx.signal, 'the restore');
+        if (part.large) await extractHere(run.ref, part.entries, staging, archives, ctx, progress);
+        else await ctx.threads.add(await loadSegment(run.ref, part.entries, staging, archives, ctx));
+      }
     }
+    await ctx.threads?.drain();
+  } finally {
+    await ctx.threads?.close();
   }
-  await pool.drain();
   ctx.emit({ type: 'progress', operation: 'restore', files: ctx.result.files, bytes: ctx.result.bytes, totalBytes: ctx.totalBytes });
   ctx.result.archives = [...read];
 }
 
-/** Files up to this size are taken whole from the tar stream and written by a pool, many at a time. */
-const SMALL_FILE = 1024 * 1024;
-/** Small files being written at once: file creation is latency-bound (open, write, chmod, utimes, close). */
-const WRITERS = 16;
+/** Tar bytes of small files a segment spans at most: what one thread takes at a time. */
+const SEGMENT_BYTES = 4 * 1024 * 1024;
 
-/** Runs jobs with at most `limit` at once; the first failure fails the next add() or drain(). */
-class WritePool {
-  readonly #limit: number;
-  readonly #running = new Set<Promise<void>>();
-  #failure: { error: unknown } | undefined;
-
-  constructor(limit: number) {
-    this.#limit = limit;
+/** The files of a run cut into segments of small files, and large files on their own. */
+function segmentsOf(entries: IndexEntry[]): { large: boolean; entries: IndexEntry[] }[] {
+  const parts: { large: boolean; entries: IndexEntry[] }[] = [];
+  let group: IndexEntry[] = [];
+  const flush = () => {
+    if (group.length > 0) parts.push({ large: false, entries: group });
+    group = [];
+  };
+  for (const entry of entries) {
+    const [, start, end] = entry.at as [number, number, number];
+    if (end - start > SEGMENT_BYTES) {
+      flush();
+      parts.push({ large: true, entries: [entry] });
+      continue;
+    }
+    const groupStart = (group[0]?.at as number[] | undefined)?.[1];
+    if (groupStart !== undefined && end - groupStart > SEGMENT_BYTES) flush();
+    group.push(entry);
   }
+  flush();
+  return parts;
+}
 
-  async add(job: () => Promise<void>): Promise<void> {
-    this.#check();
-    const promise: Promise<void> = job().then(
-      () => {
-        this.#running.delete(promise);
-      },
-      (error: unknown) => {
-        this.#running.delete(promise);
-        this.#failure ??= { error };
-      },
+/** Fetches and authenticates the frames of a segment, for a thread to extract. */
+async function loadSegment(
+  ref: ArchiveRef,
+  entries: IndexEntry[],
+  staging: string,
+  archives: ArchiveSet,
+  ctx: ExtractContext,
+): Promise<Segment> {
+  const first = entries[0]?.at as [number, number, number];
+  const last = entries.at(-1)?.at as [number, number, number];
+  const span = framesFor(ref, first[1], last[2]);
+  const head = ref.frames[span.first] as [number, number, number];
+  const tail = ref.frames[span.last] as [number, number, number];
+  const bytes = await readRange(await archives.archive(ref.id), head[0], tail[0] + tail[1]);
+  const data =
+    bytes.byteOffset === 0 && bytes.length === bytes.buffer.byteLength
+      ? (bytes.buffer as ArrayBuffer)
+      : (bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length) as ArrayBuffer);
+  return {
+    archive: ref.id,
+    compression: ref.compression,
+    data,
+    frames: ref.frames.slice(span.first, span.last + 1).map(([offset, length, tarOffset], k) => {
+      const next = ref.frames[span.first + k + 1];
+      return [offset - head[0], length, next ? next[2] - tarOffset : undefined];
+    }),
+    tarStart: head[2],
+    files: entries.map((e) => segmentFile(e, staging, ctx)),
+  };
+}
+
+/** The error of a segment a thread refused. */
+function segmentError(failure: SegmentFailure, byPath: Map<string, IndexEntry>): unknown {
+  if (failure.kind === 'corrupt') return corrupt(failure.archive, failure.path, failure.detail);
+  if (failure.kind === 'hash') {
+    const expected = byPath.get(failure.path)?.sha256 ?? '';
+    return new FilesError(
+      'FILES_HASH_MISMATCH',
+      `${failure.path} restored from backup ${failure.archive} has SHA-256 ${failure.detail.slice(0, 16)}..., the index says ${expected.slice(0, 16)}...: the backup is inconsistent; nothing was moved into the target`,
+      { details: { path: failure.path, expected, actual: failure.detail } },
     );
-    this.#running.add(promise);
-    if (this.#running.size >= this.#limit) await Promise.race(this.#running);
-    this.#check();
   }
+  if (failure.kind === 'undecodable')
+    return new FilesError(
+      'FILES_BACKUP_INVALID',
+      `frames of backup ${failure.archive} authenticated but do not decompress: it was written by a faulty writer (${failure.detail})`,
+    );
+  return new FilesError('FILES_IO_FAILED', `writing ${failure.path || 'the restored files'} failed: ${failure.detail}`, {
+    details: { path: failure.path },
+  });
+}
 
-  async drain(): Promise<void> {
-    await Promise.all(this.#running);
-    this.#check();
-  }
-
-  #check(): void {
-    if (this.#failure) throw this.#failure.error;
+/** Extracts files of one archive on this thread, reading their frames in order. */
+async function extractHere(
+  ref: ArchiveRef,
+  entries: IndexEntry[],
+  staging: string,
+  archives: ArchiveSet,
+  ctx: ExtractContext,
+  progress: (files: number, bytes: number, path?: string) => void,
+) {
+  const first = framesFor(ref, (entries[0]?.at as number[])[1] as number, (entries[0]?.at as number[])[2] as number).first;
+  const last = framesFor(ref, (entries.at(-1)?.at as number[])[1] as number, (entries.at(-1)?.at as number[])[2] as number).last;
+  const cursor = new TarCursor(archives.frames(ref, first, last), ref.id);
+  try {
+    for (const entry of entries) {
+      throwIfAborted(ctx.signal, 'the restore');
+      await extractFile(entry, cursor, staging, ref.id, ctx);
+      progress(1, entry.size, entry.path);
+    }
+  } finally {
+    await cursor.close();
   }
 }
 
+/** Files up to this size are taken whole from the tar stream and written with synchronous calls. */
+const SMALL_FILE = 1024 * 1024;
 /** One file: its tar header checked against the index, its content hashed, checked and written. */
-async function extractFile(entry: IndexEntry, cursor: TarCursor, staging: string, archiveId: string, ctx: ExtractContext, pool: WritePool) {
+async function extractFile(entry: IndexEntry, cursor: TarCursor, staging: string, archiveId: string, ctx: ExtractContext) {
   const [, start, end] = entry.at as [number, number, number];
   await cursor.skipTo(start);
   const reader = new TarHeaderReader();
@@ -467,7 +563,7 @@ async function extractFile(entry: IndexEntry, cursor: TarCursor, staging: string
   if (entry.size <= SMALL_FILE) {
     const data = await cursor.take(entry.size);
     checkHash(entry, createHash('sha256').update(data).digest('hex'), archiveId);
-    await pool.add(() => writeFileAt(path, entry, ctx, async (handle) => void (data.length > 0 && (await handle.write(data)))));
+    writeSmallFile(path, entry, ctx, data);
   } else
     await writeFileAt(path, entry, ctx, async (handle) => {
       const hash = createHash('sha256');
@@ -483,17 +579,76 @@ async function extractFile(entry: IndexEntry, cursor: TarCursor, staging: string
 
 /** Creates a file of the staging tree, writes it with `write`, then sets owner, mode and times. */
 async function writeFileAt(path: string, entry: IndexEntry, ctx: ExtractContext, write: (handle: FileHandle) => Promise<void>) {
+  const { mode, chmod: needsChmod, chown: needsChown } = creation(entry, ctx);
   // O_EXCL and O_NOFOLLOW: never through a link, never over something that exists.
-  const handle = await open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+  const handle = await open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, mode);
   try {
     await write(handle);
-    if (ctx.owners) await handle.chown(entry.uid, entry.gid);
-    await handle.chmod(ctx.owners ? entry.mode : entry.mode & 0o1777);
+    if (needsChown) await handle.chown(entry.uid, entry.gid);
+    if (needsChmod) await handle.chmod(finalMode(entry, ctx));
     const time = nsToSeconds(entry.mtime);
     await handle.utimes(time, time);
   } finally {
     await handle.close();
   }
+}
+
+/**
+ * A small file written with synchronous calls: for files of a few kB, the thread-pool round
+ * trips and promises of six async calls cost more than the calls themselves.
+ */
+function writeSmallFile(path: string, entry: IndexEntry, ctx: ExtractContext, data: Buffer): void {
+  const { mode, chmod: needsChmod, chown: needsChown } = creation(entry, ctx);
+  const fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, mode);
+  try {
+    for (let at = 0; at < data.length; ) at += writeSync(fd, data, at, data.length - at);
+    if (needsChown) fchownSync(fd, entry.uid, entry.gid);
+    if (needsChmod) fchmodSync(fd, finalMode(entry, ctx));
+    const time = nsToSeconds(entry.mtime);
+    futimesSync(fd, time, time);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** What an extraction thread needs for one file. */
+function segmentFile(entry: IndexEntry, staging: string, ctx: ExtractContext): SegmentFile {
+  const { mode, chmod, chown } = creation(entry, ctx);
+  const [, start, end] = entry.at as [number, number, number];
+  return {
+    path: join(staging, entry.path),
+    rel: entry.path,
+    ...(entry.storedAs === undefined ? {} : { storedAs: entry.storedAs }),
+    size: entry.size,
+    start,
+    end,
+    sha256: entry.sha256 as string,
+    mode,
+    ...(chmod ? { chmod: finalMode(entry, ctx) } : {}),
+    chown,
+    uid: entry.uid,
+    gid: entry.gid,
+    time: nsToSeconds(entry.mtime),
+  };
+}
+
+/** The mode a restored file ends with: without owners restored, no setuid/setgid. */
+function finalMode(entry: IndexEntry, ctx: ExtractContext): number {
+  return ctx.owners ? entry.mode : entry.mode & 0o1777;
+}
+
+let processUmask: number | undefined;
+
+/**
+ * How to create a file: with its final mode when the umask leaves it intact (no chmod
+ * needed), and whether its owner must be set (not when it is already the process's).
+ */
+function creation(entry: IndexEntry, ctx: ExtractContext): { mode: number; chmod: boolean; chown: boolean } {
+  processUmask ??= process.umask();
+  const wanted = finalMode(entry, ctx);
+  const direct = (wanted & ~0o777) === 0 && (wanted & processUmask) === 0 && (wanted & 0o200) !== 0;
+  const chown = ctx.owners && (entry.uid !== process.geteuid?.() || entry.gid !== process.getegid?.());
+  return { mode: direct ? wanted : 0o600, chmod: !direct, chown };
 }
 
 function checkHash(entry: IndexEntry, sha256: string, archiveId: string): void {

@@ -333,6 +333,42 @@ describe('backups whose index and tar disagree, or that repeat a path', () => {
   });
 });
 
+describe('the same refusals when extraction threads do the writing', () => {
+  // Large restores hand segments of small files to threads: the checks must hold there too.
+  it('refuses a hash mismatch, a tar header naming another path and a missing tar entry', async () => {
+    const cases: [ForgedEntry[], FilesErrorCode, string][] = [
+      [
+        [
+          { path: 'd', type: 'directory' },
+          { path: 'd/first.txt', content: 'written by a thread first' },
+          { path: 'd/second.txt', content: 'original!', tar: { content: 'tampered!' } },
+        ],
+        'FILES_HASH_MISMATCH',
+        'd/second.txt',
+      ],
+      [[{ path: 'a.txt', content: 'same bytes', tar: { path: 'b.txt' } }], 'FILES_BACKUP_INVALID', 'a.txt'],
+      [[{ path: 'a.txt', content: 'in the index only', tar: false }], 'FILES_BACKUP_INVALID', 'a.txt'],
+    ];
+    for (const [entries, code, path] of cases) {
+      const backup = await forge(entries);
+      const before = await tree(work);
+      await expectRefused(restore(backup, { threads: 1 }), code, path);
+      await expectUntouched(before);
+    }
+  });
+
+  it('restores a well-formed backup through a thread exactly as on the main thread', async () => {
+    const backup = await forge([
+      { path: 'd', type: 'directory' },
+      { path: 'd/a.txt', content: 'alpha' },
+      { path: 'd/b.txt', content: 'bravo' },
+    ]);
+    const result = await restore(backup, { threads: 2 });
+    expect(result.files).toBe(2);
+    expect(await readFile(join(target, 'd/b.txt'), 'utf8')).toBe('bravo');
+  });
+});
+
 describe('refusals are of the whole restore', () => {
   it('refuses a selective restore of good/ when the backup holds ../evil elsewhere', async () => {
     const backup = await forge([
