@@ -73,6 +73,7 @@ import { backupFiles, restoreFiles } from '@drkit/file-archive';
 import { createCatalog, createFsStore } from '@drkit/s3-store';
 import { type BenchCase, defineBench, type Side } from './lib/define.ts';
 import { run, sh } from './lib/exec.ts';
+import { prng } from './lib/prng.ts';
 
 function envInt(name: string, fallback: number, min: number): number {
   const text = process.env[name];
@@ -129,18 +130,6 @@ interface Ctx {
 
 // ---------------------------------------------------------------------------------------------
 // The generated tree
-
-/** mulberry32: a small deterministic PRNG, so every run of the bench has the same tree and changes. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** FNV-1a of a string: seeds derived from case names. */
 function hashString(text: string): number {

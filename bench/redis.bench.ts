@@ -35,6 +35,7 @@ import { type RedisSandbox, startRedis } from '@drkit/sandbox';
 import { Redis } from 'ioredis';
 import { type BenchCase, defineBench } from './lib/define.ts';
 import { run, sh } from './lib/exec.ts';
+import { prng } from './lib/prng.ts';
 
 interface Server {
   host: string;
@@ -131,18 +132,6 @@ function respWriter(path: string): RespWriter {
       out.end();
       await finished(out);
     },
-  };
-}
-
-/** mulberry32: a small deterministic PRNG, so every run of the bench has the same dataset. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
 }
 

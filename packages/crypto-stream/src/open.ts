@@ -1,4 +1,4 @@
-import { createDecipheriv } from 'node:crypto';
+import { type CipherKey, createDecipheriv } from 'node:crypto';
 import { Duplex } from 'node:stream';
 import { decompressor } from './compression.js';
 import { isSealError, SealError } from './errors.js';
@@ -78,6 +78,27 @@ export async function inspectSealed(input: ByteSource): Promise<SealedInfo> {
 }
 
 /**
+ * Authenticates and decrypts one chunk record (ciphertext then tag) at position `index`.
+ * Node releases GCM plaintext before the tag is checked: it is held until final() passes.
+ * @throws SealError SEAL_CHUNK_TAMPERED
+ */
+export function openChunk(key: CipherKey, record: Buffer, index: bigint, final: boolean, nonce: Buffer): Buffer {
+  const decipher = createDecipheriv('aes-256-gcm', key, chunkNonce(index, final, nonce), { authTagLength: TAG_LENGTH });
+  decipher.setAuthTag(record.subarray(record.length - TAG_LENGTH));
+  const plain = decipher.update(record.subarray(0, record.length - TAG_LENGTH));
+  try {
+    decipher.final();
+  } catch (cause) {
+    throw new SealError(
+      'SEAL_CHUNK_TAMPERED',
+      `chunk ${index} failed authentication${final ? ' (as the last chunk)' : ''}: the artifact was altered, cut short or extended; do not use it, restore from another backup`,
+      { cause },
+    );
+  }
+  return plain;
+}
+
+/**
  * Authenticates and decrypts the chunks of a sealed stream, yielding each chunk's plaintext
  * (still compressed) only after its tag has been verified.
  */
@@ -115,20 +136,7 @@ async function* chunksOf(
   const decrypt = (record: Buffer, final: boolean): Buffer => {
     reclaim(record.length);
     if (options.signal?.aborted) throw new SealError('SEAL_ABORTED', 'opening was aborted', { cause: options.signal.reason });
-    const body = record.subarray(0, record.length - TAG_LENGTH);
-    const decipher = createDecipheriv('aes-256-gcm', chunkKey, chunkNonce(index, final, nonce), { authTagLength: TAG_LENGTH });
-    decipher.setAuthTag(record.subarray(record.length - TAG_LENGTH));
-    // Node releases GCM plaintext before the tag is checked: hold it until final() passes.
-    const plain = decipher.update(body);
-    try {
-      decipher.final();
-    } catch (cause) {
-      throw new SealError(
-        'SEAL_CHUNK_TAMPERED',
-        `chunk ${index} failed authentication${final ? ' (as the last chunk)' : ''}: the artifact was altered, cut short or extended; do not use it, restore from another backup`,
-        { cause },
-      );
-    }
+    const plain = openChunk(chunkKey, record, index, final, nonce);
     index++;
     progress.sealedBytes += record.length;
     progress.chunks++;

@@ -1,8 +1,8 @@
-import { createDecipheriv, createSecretKey } from 'node:crypto';
+import { createSecretKey } from 'node:crypto';
 import { SealError } from './errors.js';
-import { chunkNonce, decodeHeader, NONCE_LENGTH, TAG_LENGTH } from './format.js';
+import { decodeHeader, NONCE_LENGTH, TAG_LENGTH } from './format.js';
 import { type OpenKeys, openHeader } from './kdf.js';
-import { infoOf, type SealedInfo } from './open.js';
+import { infoOf, openChunk, type SealedInfo } from './open.js';
 import { reclaimer } from './reclaim.js';
 import { type ByteSource, bytesOf, FixedBlocks } from './source.js';
 
@@ -113,21 +113,7 @@ export async function openRandomAccess(options: RandomAccessOptions): Promise<Se
     const decrypt = (record: Buffer): Buffer => {
       reclaim(record.length);
       if (signal?.aborted) throw new SealError('SEAL_ABORTED', 'reading was aborted', { cause: signal.reason });
-      const final = index === lastChunk;
-      const decipher = createDecipheriv('aes-256-gcm', chunkKey, chunkNonce(BigInt(index), final, nonce), {
-        authTagLength: TAG_LENGTH,
-      });
-      decipher.setAuthTag(record.subarray(record.length - TAG_LENGTH));
-      const plain = decipher.update(record.subarray(0, record.length - TAG_LENGTH));
-      try {
-        decipher.final();
-      } catch (cause) {
-        throw new SealError(
-          'SEAL_CHUNK_TAMPERED',
-          `chunk ${index} failed authentication${final ? ' (as the last chunk)' : ''}: the artifact was altered, cut short or extended; do not use it, restore from another backup`,
-          { cause },
-        );
-      }
+      const plain = openChunk(chunkKey, record, BigInt(index), index === lastChunk, nonce);
       const slice = plain.subarray(Math.max(0, from - offset), Math.min(plain.length, to - offset));
       index++;
       offset += plain.length;

@@ -264,11 +264,11 @@ export function checkEntries(index: FilesIndex, options: { allowExternalLinks: b
   }
   if (options.allowExternalLinks) return;
   for (const [path, link] of links) {
-    const escape = escapes(path, link, links);
-    if (escape)
+    const escaping = escapes(path, link, links);
+    if (escaping)
       refuse(
         path,
-        `a symlink to ${link}, outside the restored tree: it ${escape} (allow external links to restore it anyway; the restore never follows it)`,
+        `a symlink to ${link}, outside the restored tree: it ${escaping} (allow external links to restore it anyway; the restore never follows it)`,
       );
   }
 }
@@ -516,8 +516,10 @@ async function extractHere(
   ctx: ExtractContext,
   progress: (files: number, bytes: number, path?: string) => void,
 ) {
-  const first = framesFor(ref, (entries[0]?.at as number[])[1] as number, (entries[0]?.at as number[])[2] as number).first;
-  const last = framesFor(ref, (entries.at(-1)?.at as number[])[1] as number, (entries.at(-1)?.at as number[])[2] as number).last;
+  const [, firstStart, firstEnd] = (entries[0] as IndexEntry).at as [number, number, number];
+  const [, lastStart, lastEnd] = (entries.at(-1) as IndexEntry).at as [number, number, number];
+  const first = framesFor(ref, firstStart, firstEnd).first;
+  const last = framesFor(ref, lastStart, lastEnd).last;
   const cursor = new TarCursor(archives.frames(ref, first, last), ref.id);
   try {
     for (const entry of entries) {

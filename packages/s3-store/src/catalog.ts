@@ -1,7 +1,16 @@
 import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { isStoreError, StoreError, throwIfAborted } from './errors.js';
-import { ARTIFACT_ID_PATTERN, artifactIdTime, checkKind, MANIFEST_SCHEMA, type Manifest, newArtifactId, parseManifest, type Tier } from './manifest.js';
+import {
+  ARTIFACT_ID_PATTERN,
+  artifactIdTime,
+  checkKind,
+  MANIFEST_SCHEMA,
+  type Manifest,
+  newArtifactId,
+  parseManifest,
+  type Tier,
+} from './manifest.js';
 import { reclaimer } from './reclaim.js';
 import { planRetention, type RetentionPlan, type RetentionPolicy } from './retention.js';
 import type { ByteSource, ObjectInfo, Store } from './store.js';

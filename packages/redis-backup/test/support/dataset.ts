@@ -27,7 +27,7 @@ export async function fillDataset(url: string): Promise<Record<string, number>> 
     p.set('str:int', '12345');
     p.set('str:empty', '');
     p.set(bin(0xff, 0x00, 0xfe, 0x0a), bin(0x00, 0x01, 0xc3, 0x28, 0xff, 0x0a, 0x0d));
-    p.set('str:big', 'x'.repeat(100_000) + 'end');
+    p.set('str:big', `${'x'.repeat(100_000)}end`);
     p.set('str:ttl', 'soon');
     p.pexpireat('str:ttl', FAR());
     // hashes: a small listpack and a big hashtable, one with binary fields
