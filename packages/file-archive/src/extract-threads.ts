@@ -71,7 +71,7 @@ type Reply =
  */
 export class ExtractThreads {
   readonly #threads: { worker: Worker; queued: number }[] = [];
-  readonly #segments = new Map<number, { archive: string; files: number; bytes: number }>();
+  readonly #segments = new Map<number, { archive: string }>();
   readonly #waiters: (() => void)[] = [];
   readonly #onDone: (files: number, bytes: number) => void;
   #next = 0;
@@ -100,16 +100,53 @@ export class ExtractThreads {
 
   /** Hands a segment to the least busy thread; waits while every thread has enough queued. */
   async add(segment: Segment): Promise<void> {
+    const thread = await this.#room();
+    const id = this.#job(segment.archive);
+    const { archive: _archive, files, ...rest } = segment;
+    this.#send(thread, { t: 'segment', id, ...rest, entries: files }, segment.data);
+  }
+
+  /**
+   * Hands a large file to one thread in parts (a few frames each, fetched by `parts` as the
+   * thread keeps up): the thread parses its header from the first part, then writes and
+   * hashes its content part by part.
+   */
+  async stream(
+    archive: string,
+    compression: ArchiveCompression,
+    file: SegmentFile,
+    parts: AsyncIterable<Omit<Segment, 'archive' | 'compression' | 'files'>>,
+  ): Promise<void> {
+    let thread = await this.#room();
+    const id = this.#job(archive);
+    this.#send(thread, { t: 'open', id, entry: file, compression });
+    for await (const part of parts) {
+      await this.#room(thread);
+      this.#send(thread, { t: 'part', id, compression, ...part }, part.data);
+    }
+    thread = await this.#room(thread);
+    this.#send(thread, { t: 'close', id });
+  }
+
+  /** A thread with room for one more message (the given one, or the least busy). */
+  async #room(only?: { worker: Worker; queued: number }): Promise<{ worker: Worker; queued: number }> {
     this.#check();
-    while (!this.#failure && this.#threads.every((t) => t.queued >= QUEUED_PER_THREAD))
+    const candidates = only ? [only] : this.#threads;
+    while (!this.#failure && candidates.every((t) => t.queued >= QUEUED_PER_THREAD))
       await new Promise<void>((resolve) => this.#waiters.push(resolve));
     this.#check();
-    const thread = this.#threads.reduce((a, b) => (b.queued < a.queued ? b : a));
+    return candidates.reduce((a, b) => (b.queued < a.queued ? b : a));
+  }
+
+  #job(archive: string): number {
     const id = this.#next++;
-    this.#segments.set(id, { archive: segment.archive, files: segment.files.length, bytes: 0 });
+    this.#segments.set(id, { archive });
+    return id;
+  }
+
+  #send(thread: { worker: Worker; queued: number }, message: Record<string, unknown>, transfer?: ArrayBuffer): void {
     thread.queued++;
-    const { archive: _archive, files, ...rest } = segment;
-    thread.worker.postMessage({ id, ...rest, entries: files }, [segment.data]);
+    thread.worker.postMessage(message, transfer ? [transfer] : []);
   }
 
   /** Waits until every segment handed over is written and checked. @throws the first failure */
@@ -125,10 +162,14 @@ export class ExtractThreads {
 
   #reply(thread: { queued: number }, reply: Reply): void {
     thread.queued--;
-    const segment = this.#segments.get(reply.id);
-    this.#segments.delete(reply.id);
-    if (reply.t === 'done') this.#onDone(reply.files, reply.bytes);
-    else this.#fail({ kind: reply.kind, archive: segment?.archive ?? '', path: reply.path, detail: reply.detail });
+    const job = this.#segments.get(reply.id);
+    if (reply.t === 'done') {
+      this.#segments.delete(reply.id);
+      this.#onDone(reply.files, reply.bytes);
+    } else if (reply.t === 'error') {
+      this.#segments.delete(reply.id);
+      this.#fail({ kind: reply.kind, archive: job?.archive ?? '', path: reply.path, detail: reply.detail });
+    }
     for (const wake of this.#waiters.splice(0)) wake();
   }
 

@@ -417,7 +417,9 @@ async function extractFiles(
       }
       for (const part of segmentsOf(run.entries)) {
         throwIfAborted(ctx.signal, 'the restore');
-        if (part.large) await extractHere(run.ref, part.entries, staging, archives, ctx, progress);
+        const entry = part.entries[0] as IndexEntry;
+        if (part.large)
+          await ctx.threads.stream(run.ref.id, run.ref.compression, segmentFile(entry, staging, ctx), partsOf(run.ref, entry, archives));
         else await ctx.threads.add(await loadSegment(run.ref, part.entries, staging, archives, ctx));
       }
     }
@@ -455,6 +457,46 @@ function segmentsOf(entries: IndexEntry[]): { large: boolean; entries: IndexEntr
   return parts;
 }
 
+/** The frames holding a large file, fetched and authenticated a few at a time, for a thread to extract. */
+async function* partsOf(
+  ref: ArchiveRef,
+  entry: IndexEntry,
+  archives: ArchiveSet,
+): AsyncGenerator<Omit<Segment, 'archive' | 'compression' | 'files'>> {
+  const [, start, end] = entry.at as [number, number, number];
+  const span = framesFor(ref, start, end);
+  const archive = await archives.archive(ref.id);
+  for (let i = span.first; i <= span.last; ) {
+    let j = i;
+    let bytes = (ref.frames[i] as [number, number, number])[1];
+    while (j < span.last && j + 1 - i < PART_FRAMES && bytes + (ref.frames[j + 1] as [number, number, number])[1] <= SEGMENT_BYTES)
+      bytes += (ref.frames[++j] as [number, number, number])[1];
+    const tail = ref.frames[j] as [number, number, number];
+    yield framesPart(ref, i, j, await readRange(archive, (ref.frames[i] as [number, number, number])[0], tail[0] + tail[1]));
+    i = j + 1;
+  }
+}
+
+/** Frames a part of a large file carries at most. */
+const PART_FRAMES = 4;
+
+/** Frames `first..last` of an archive as a message part: their bytes in a buffer of their own, offsets relative to it. */
+function framesPart(ref: ArchiveRef, first: number, last: number, bytes: Buffer): Omit<Segment, 'archive' | 'compression' | 'files'> {
+  const head = ref.frames[first] as [number, number, number];
+  const data =
+    bytes.byteOffset === 0 && bytes.length === bytes.buffer.byteLength
+      ? (bytes.buffer as ArrayBuffer)
+      : (bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length) as ArrayBuffer);
+  return {
+    data,
+    frames: ref.frames.slice(first, last + 1).map(([offset, length, tarOffset], k) => {
+      const next = ref.frames[first + k + 1];
+      return [offset - head[0], length, next ? next[2] - tarOffset : undefined];
+    }),
+    tarStart: head[2],
+  };
+}
+
 /** Fetches and authenticates the frames of a segment, for a thread to extract. */
 async function loadSegment(
   ref: ArchiveRef,
@@ -469,19 +511,10 @@ async function loadSegment(
   const head = ref.frames[span.first] as [number, number, number];
   const tail = ref.frames[span.last] as [number, number, number];
   const bytes = await readRange(await archives.archive(ref.id), head[0], tail[0] + tail[1]);
-  const data =
-    bytes.byteOffset === 0 && bytes.length === bytes.buffer.byteLength
-      ? (bytes.buffer as ArrayBuffer)
-      : (bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length) as ArrayBuffer);
   return {
     archive: ref.id,
     compression: ref.compression,
-    data,
-    frames: ref.frames.slice(span.first, span.last + 1).map(([offset, length, tarOffset], k) => {
-      const next = ref.frames[span.first + k + 1];
-      return [offset - head[0], length, next ? next[2] - tarOffset : undefined];
-    }),
-    tarStart: head[2],
+    ...framesPart(ref, span.first, span.last, bytes),
     files: entries.map((e) => segmentFile(e, staging, ctx)),
   };
 }

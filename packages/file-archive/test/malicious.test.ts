@@ -348,6 +348,9 @@ describe('the same refusals when extraction threads do the writing', () => {
       ],
       [[{ path: 'a.txt', content: 'same bytes', tar: { path: 'b.txt' } }], 'FILES_BACKUP_INVALID', 'a.txt'],
       [[{ path: 'a.txt', content: 'in the index only', tar: false }], 'FILES_BACKUP_INVALID', 'a.txt'],
+      // Files past 4 MiB reach the thread in parts: the checks hold across parts.
+      [[{ path: 'big.bin', content: Buffer.alloc(6_000_000, 1), tar: { content: Buffer.alloc(6_000_000, 2) } }], 'FILES_HASH_MISMATCH', 'big.bin'],
+      [[{ path: 'big.bin', content: Buffer.alloc(6_000_000, 1), tar: { path: 'other.bin' } }], 'FILES_BACKUP_INVALID', 'big.bin'],
     ];
     for (const [entries, code, path] of cases) {
       const backup = await forge(entries);
@@ -358,14 +361,17 @@ describe('the same refusals when extraction threads do the writing', () => {
   });
 
   it('restores a well-formed backup through a thread exactly as on the main thread', async () => {
+    const big = randomBytes(9_000_000);
     const backup = await forge([
       { path: 'd', type: 'directory' },
       { path: 'd/a.txt', content: 'alpha' },
       { path: 'd/b.txt', content: 'bravo' },
+      { path: 'd/big.bin', content: big },
     ]);
     const result = await restore(backup, { threads: 2 });
-    expect(result.files).toBe(2);
+    expect(result.files).toBe(3);
     expect(await readFile(join(target, 'd/b.txt'), 'utf8')).toBe('bravo');
+    expect((await readFile(join(target, 'd/big.bin'))).equals(big)).toBe(true);
   });
 });
 

@@ -25,16 +25,123 @@ function decompress(compression, data, size) {
   return compression === 'zstd' ? zlib.zstdDecompressSync(data, { chunkSize }) : zlib.gunzipSync(data, { chunkSize });
 }
 
-function extract(segment) {
-  const bytes = Buffer.from(segment.data);
-  const parts = segment.frames.map(([offset, length, tarLength]) => {
+/** The tar bytes of the frames a message carries. */
+function tarOf(message) {
+  const bytes = Buffer.from(message.data);
+  const parts = message.frames.map(([offset, length, tarLength]) => {
     try {
-      return decompress(segment.compression, bytes.subarray(offset, offset + length), tarLength);
+      return decompress(message.compression, bytes.subarray(offset, offset + length), tarLength);
     } catch (error) {
       throw new Refusal('undecodable', '', error.message);
     }
   });
-  const tar = parts.length === 1 ? parts[0] : Buffer.concat(parts);
+  return parts.length === 1 ? parts[0] : Buffer.concat(parts);
+}
+
+function writeAll(fd, data) {
+  for (let done = 0; done < data.length; ) done += writeSync(fd, data, done, data.length - done);
+}
+
+/** Owner, mode and times of a written file (the descriptor is closed by the caller). */
+function finish(fd, entry) {
+  if (entry.chown) fchownSync(fd, entry.uid, entry.gid);
+  if (entry.chmod !== undefined) fchmodSync(fd, entry.chmod);
+  futimesSync(fd, entry.time, entry.time);
+}
+
+/**
+ * A large file arriving in parts (a few frames each): its header is parsed from the first
+ * bytes at entry.start, then its content is written and hashed part by part.
+ */
+class LargeFile {
+  constructor(entry, compression) {
+    this.entry = entry;
+    this.compression = compression;
+    this.reader = new TarHeaderReader();
+    this.head = Buffer.alloc(0);
+    this.headAt = entry.start;
+    this.fd = undefined;
+    this.hash = createHash('sha256');
+    this.left = entry.size;
+    this.dataEnd = undefined;
+  }
+
+  part(message) {
+    let tar = tarOf(message);
+    const at = message.tarStart;
+    if (this.fd === undefined) {
+      // Header blocks: gather bytes from entry.start until the entry's own header is parsed.
+      if (at + tar.length <= this.entry.start) return;
+      const from = Math.max(0, this.entry.start - at);
+      this.head = Buffer.concat([this.head, tar.subarray(from)]);
+      tar = Buffer.alloc(0);
+      let offset = 0;
+      let header;
+      try {
+        while (!header && offset + BLOCK <= this.head.length) {
+          const parsed = this.reader.block(this.head.subarray(offset, offset + BLOCK), this.headAt + offset);
+          if (parsed.kind === 'entry') {
+            header = parsed.entry;
+            offset += BLOCK;
+            break;
+          }
+          if (parsed.kind === 'pax' || parsed.kind === 'skip') {
+            const padded = Math.ceil(parsed.size / BLOCK) * BLOCK;
+            if (offset + BLOCK + padded > this.head.length) break; // the rest of it is in the next part
+            if (parsed.kind === 'pax') this.reader.pax(this.head.subarray(offset + BLOCK, offset + BLOCK + parsed.size));
+            offset += BLOCK + padded;
+          } else throw new Refusal('corrupt', this.entry.rel, `no entry at offset ${this.entry.start}`);
+        }
+      } catch (error) {
+        if (error instanceof TarFormatError) throw new Refusal('corrupt', this.entry.rel, error.message);
+        throw error;
+      }
+      if (!header) {
+        // Parsing restarts from the first block once more bytes have come.
+        this.reader = new TarHeaderReader();
+        return;
+      }
+      const entry = this.entry;
+      if (header.path !== (entry.storedAs ?? entry.rel) || header.type !== 'file' || header.size !== entry.size)
+        throw new Refusal(
+          'corrupt',
+          entry.rel,
+          `the archive holds ${header.type} ${JSON.stringify(header.path)} (${header.size} bytes) where the index expects this file`,
+        );
+      this.dataEnd = this.headAt + offset + Math.ceil(entry.size / BLOCK) * BLOCK;
+      if (this.dataEnd !== entry.end)
+        throw new Refusal('corrupt', entry.rel, `the entry ends at ${this.dataEnd}, the index says ${entry.end}`);
+      this.fd = openSync(entry.path, CREATE, entry.mode);
+      tar = this.head.subarray(offset);
+      this.head = undefined;
+    }
+    const data = tar.subarray(0, Math.min(tar.length, this.left));
+    this.hash.update(data);
+    writeAll(this.fd, data);
+    this.left -= data.length;
+  }
+
+  close() {
+    try {
+      if (this.fd === undefined || this.left > 0) throw new Refusal('corrupt', this.entry.rel, 'the frames end before the entry does');
+      const actual = this.hash.digest('hex');
+      if (actual !== this.entry.sha256) throw new Refusal('hash', this.entry.rel, actual);
+      finish(this.fd, this.entry);
+    } finally {
+      if (this.fd !== undefined) closeSync(this.fd);
+    }
+  }
+
+  abandon() {
+    if (this.fd !== undefined) closeSync(this.fd);
+  }
+}
+
+/** Large files being received, by job id. */
+const large = new Map();
+
+function extract(segment) {
+  const tar = tarOf(segment);
   let written = 0;
   for (const entry of segment.entries) {
     const reader = new TarHeaderReader();
@@ -71,10 +178,8 @@ function extract(segment) {
     if (actual !== entry.sha256) throw new Refusal('hash', entry.rel, actual);
     const fd = openSync(entry.path, CREATE, entry.mode);
     try {
-      for (let done = 0; done < data.length; ) done += writeSync(fd, data, done, data.length - done);
-      if (entry.chown) fchownSync(fd, entry.uid, entry.gid);
-      if (entry.chmod !== undefined) fchmodSync(fd, entry.chmod);
-      futimesSync(fd, entry.time, entry.time);
+      writeAll(fd, data);
+      finish(fd, entry);
     } finally {
       closeSync(fd);
     }
@@ -83,15 +188,34 @@ function extract(segment) {
   return written;
 }
 
-parentPort.on('message', (segment) => {
+function handle(message) {
+  if (message.t === 'segment') return { t: 'done', id: message.id, files: message.entries.length, bytes: extract(message) };
+  if (message.t === 'open') {
+    large.set(message.id, new LargeFile(message.entry, message.compression));
+    return { t: 'ack', id: message.id };
+  }
+  const file = large.get(message.id);
+  if (!file) return { t: 'ack', id: message.id };
+  if (message.t === 'part') {
+    file.part(message);
+    return { t: 'ack', id: message.id };
+  }
+  large.delete(message.id);
+  file.close();
+  return { t: 'done', id: message.id, files: 1, bytes: file.entry.size };
+}
+
+parentPort.on('message', (message) => {
   try {
-    const bytes = extract(segment);
-    parentPort.postMessage({ t: 'done', id: segment.id, files: segment.entries.length, bytes });
+    parentPort.postMessage(handle(message));
   } catch (error) {
+    // A failed large file stops here: later parts of it are acknowledged and dropped.
+    large.get(message.id)?.abandon();
+    large.delete(message.id);
     parentPort.postMessage(
       error instanceof Refusal
-        ? { t: 'error', id: segment.id, kind: error.kind, path: error.path, detail: error.message }
-        : { t: 'error', id: segment.id, kind: 'io', path: '', detail: String(error?.message ?? error) },
+        ? { t: 'error', id: message.id, kind: error.kind, path: error.path, detail: error.message }
+        : { t: 'error', id: message.id, kind: 'io', path: '', detail: String(error?.message ?? error) },
     );
   }
 });
