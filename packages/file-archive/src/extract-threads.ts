@@ -49,12 +49,12 @@ const QUEUED_PER_THREAD = 2;
 
 /**
  * How many extraction threads a restore of `bytes` bytes uses: none for small restores (a
- * thread costs more to start than it saves), else one per core but the main thread's (at
- * least one, at most two: past that the main thread's decryption is the limit).
+ * thread costs more to start than it saves), else one per core, at most two (the main thread
+ * only fetches and decrypts, a third of a thread's work; past two it becomes the limit).
  */
 export function threadCount(bytes: number, requested?: number): number {
   if (requested !== undefined) return Math.max(0, Math.floor(requested));
-  return bytes >= 16 * 1024 * 1024 ? Math.max(1, Math.min(2, availableParallelism() - 1)) : 0;
+  return bytes >= 16 * 1024 * 1024 ? Math.min(2, availableParallelism()) : 0;
 }
 
 type Reply =

@@ -54,7 +54,7 @@ export interface RestoreFilesOptions {
   /**
    * Threads that decompress, check and write small files beside the one fetching and
    * decrypting the archive (each adds 60-100 MB of memory at peak). @default for restores of
-   * 16 MiB or more, one per core but one (at least 1, at most 2); 0 for smaller ones
+   * 16 MiB or more, one per core (at most 2); 0 for smaller ones
    */
   threads?: number;
   signal?: AbortSignal;
