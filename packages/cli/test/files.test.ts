@@ -233,6 +233,15 @@ describe('drkit backup/restore files and drkit files list/diff/which on a file:/
     const again = await drkit(['restore', 'files', id, '--target-dir', empty]);
     expect(again.code, again.err).toBe(EXIT.OK);
     expect(await snapshot(empty)).toEqual(source);
+
+    // --threads: extraction threads (or none); a bad count is a usage error.
+    const threaded = join(dir, 'restored', 'threaded');
+    const withThreads = await drkit(['restore', 'files', id, '--target-dir', threaded, '--threads', '2']);
+    expect(withThreads.code, withThreads.err).toBe(EXIT.OK);
+    expect(await snapshot(threaded)).toEqual(source);
+    const bad = await drkit(['restore', 'files', id, '--target-dir', join(dir, 'restored', 'x'), '--threads', 'many']);
+    expect(bad.code).toBe(EXIT.USAGE);
+    expect(bad.err).toMatch(/--threads must be an integer from 0 to 16/);
   });
 
   it('restore files --path restores only those paths (globs too), from an older backup by id', async () => {

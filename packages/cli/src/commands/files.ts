@@ -408,6 +408,12 @@ export const restoreFilesCommand = defineCommand({
     },
     yes: { type: 'boolean', description: 'merge without asking (needed when not at a terminal)' },
     'allow-external-links': { type: 'boolean', description: 'create symlinks that point outside the restored tree (refused by default)' },
+    threads: {
+      type: 'string',
+      value: 'N',
+      description:
+        'extraction threads beside the one decrypting (default: one per core, at most 2, for 16 MiB or more; 0 uses least memory)',
+    },
     ...keyFileOption,
     ...storeOption,
   },
@@ -448,6 +454,9 @@ Examples:
     const paths = selectors(options.path, '--path');
     const merge = options.merge === true;
     const externalLinks = options['allow-external-links'] === true;
+    const threads = options.threads === undefined ? undefined : Number(options.threads);
+    if (threads !== undefined && !(Number.isInteger(threads) && threads >= 0 && threads <= 16))
+      throw new UsageError(`--threads must be an integer from 0 to 16 (got '${options.threads}')`);
     const keys = await loadCommandKeys(options['key-file'], io.env);
     // The summary below says what the library's last step says.
     const printer = filesEventPrinter(io, { skipSteps: ['restored'] });
@@ -489,6 +498,7 @@ Examples:
           // A target found empty is restored into as such: a non-empty one appearing meanwhile is refused, not merged unasked.
           existing: replacing ? 'merge' : 'refuse',
           allowExternalLinks: externalLinks,
+          ...(threads === undefined ? {} : { threads }),
           signal,
           onEvent: printer.onEvent,
         });
