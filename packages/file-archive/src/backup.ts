@@ -506,10 +506,51 @@ const SMALL_FILE = 1024 * 1024;
 /** Small files being read at once: opening and reading many small files is latency-bound. */
 const READS_AHEAD = 16;
 
-/** A small file read whole: its bytes (exactly the scanned size), hash and stability. */
-type SmallRead = { data: Buffer; sha256: string; unstable: boolean } | { missing: string };
+/** A source file read (exactly its scanned size), or why it could not be. */
+type SourceRead<T> = { missing: string } | { value: T; unstable: boolean };
 
-/** Reads the small files the archive will store next, in parallel, keeping at most {@link READS_AHEAD} in flight. */
+/** A small file read whole: its bytes and their hash. */
+type SmallRead = SourceRead<{ data: Buffer; sha256: string }>;
+
+/**
+ * Opens a file of the tree without following links, checks it is still a regular file, lets
+ * `read` take its scanned size, and tells whether it changed meanwhile (size, mtime or ctime
+ * moved, or fewer bytes than scanned were there).
+ * @throws FilesError FILES_IO_FAILED
+ */
+async function readSource<T>(
+  root: string,
+  entry: ScannedEntry,
+  read: (handle: FileHandle) => Promise<{ value: T; complete: boolean }>,
+): Promise<SourceRead<T>> {
+  let handle: FileHandle;
+  try {
+    handle = await open(join(root, entry.path), constants.O_RDONLY | constants.O_NOFOLLOW);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ELOOP') return { missing: 'vanished (or was replaced by a symlink) before it was read' };
+    throw new FilesError('FILES_IO_FAILED', `cannot read ${join(root, entry.path)}: ${messageOf(error)}`, { cause: error });
+  }
+  try {
+    const before = await handle.stat({ bigint: true });
+    if (!before.isFile()) return { missing: 'is no longer a regular file' };
+    const { value, complete } = await read(handle);
+    const after = await handle.stat({ bigint: true });
+    const unstable =
+      !complete ||
+      after.size !== BigInt(entry.size) ||
+      after.mtimeNs !== entry.mtimeNs ||
+      after.ctimeNs !== entry.ctimeNs ||
+      before.mtimeNs !== entry.mtimeNs;
+    return { value, unstable };
+  } catch (error) {
+    if (error instanceof FilesError) throw error;
+    throw new FilesError('FILES_IO_FAILED', `reading ${join(root, entry.path)} failed: ${messageOf(error)}`, { cause: error });
+  } finally {
+    await handle.close();
+  }
+}
+
 class ReadAhead {
   readonly #root: string;
   readonly #plans: Plan[];
@@ -544,17 +585,7 @@ class ReadAhead {
 }
 
 async function readSmall(root: string, entry: ScannedEntry): Promise<SmallRead> {
-  let handle: FileHandle;
-  try {
-    handle = await open(join(root, entry.path), constants.O_RDONLY | constants.O_NOFOLLOW);
-  } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' || code === 'ELOOP') return { missing: 'vanished (or was replaced by a symlink) before it was read' };
-    throw new FilesError('FILES_IO_FAILED', `cannot read ${join(root, entry.path)}: ${messageOf(error)}`, { cause: error });
-  }
-  try {
-    const before = await handle.stat({ bigint: true });
-    if (!before.isFile()) return { missing: 'is no longer a regular file' };
+  return readSource(root, entry, async (handle) => {
     const data = Buffer.alloc(entry.size);
     let filled = 0;
     while (filled < entry.size) {
@@ -562,19 +593,8 @@ async function readSmall(root: string, entry: ScannedEntry): Promise<SmallRead> 
       if (bytesRead === 0) break;
       filled += bytesRead;
     }
-    const after = await handle.stat({ bigint: true });
-    const unstable =
-      filled < entry.size ||
-      after.size !== BigInt(entry.size) ||
-      after.mtimeNs !== entry.mtimeNs ||
-      after.ctimeNs !== entry.ctimeNs ||
-      before.mtimeNs !== entry.mtimeNs;
-    return { data, sha256: createHash('sha256').update(data).digest('hex'), unstable };
-  } catch (error) {
-    throw new FilesError('FILES_IO_FAILED', `reading ${join(root, entry.path)} failed: ${messageOf(error)}`, { cause: error });
-  } finally {
-    await handle.close();
-  }
+    return { value: { data, sha256: createHash('sha256').update(data).digest('hex') }, complete: filled === entry.size };
+  });
 }
 
 /** Puts a small file read ahead into the tar stream (see {@link storeFile}). */
@@ -589,11 +609,11 @@ async function pushSmall(
     return undefined;
   }
   push(encodeHeader(tarEntryOf(entry)));
-  if (read.data.length > 0) push(read.data);
+  if (read.value.data.length > 0) push(read.value.data);
   const pad = padding(entry.size);
   if (pad) push(Buffer.alloc(pad));
   if (read.unstable) warnUnstable(entry, ctx);
-  return { sha256: read.sha256, unstable: read.unstable };
+  return { sha256: read.value.sha256, unstable: read.unstable };
 }
 
 function warnUnstable(entry: ScannedEntry, ctx: BodyContext): void {
@@ -614,60 +634,34 @@ async function storeFile(
   push: (bytes: Buffer) => void,
   ctx: BodyContext,
 ): Promise<{ sha256: string; unstable: boolean } | undefined> {
-  let handle: FileHandle;
-  try {
-    handle = await open(join(root, entry.path), constants.O_RDONLY | constants.O_NOFOLLOW);
-  } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' || code === 'ELOOP') {
-      ctx.warn(`${entry.path} vanished (or was replaced by a symlink) before it was read: not in this backup`, entry.path);
-      return undefined;
-    }
-    throw new FilesError('FILES_IO_FAILED', `cannot read ${join(root, entry.path)}: ${messageOf(error)}`, { cause: error });
-  }
-  try {
-    const before = await handle.stat({ bigint: true });
-    if (!before.isFile()) {
-      ctx.warn(`${entry.path} is no longer a regular file: not in this backup`, entry.path);
-      return undefined;
-    }
+  const read = await readSource(root, entry, async (handle) => {
     push(encodeHeader(tarEntryOf(entry)));
     const hash = createHash('sha256');
     let left = entry.size;
-    let shrank = false;
+    let complete = true;
     while (left > 0) {
       const buffer = Buffer.allocUnsafe(Math.min(READ_BYTES, left));
       const { bytesRead } = await handle.read(buffer, 0, buffer.length, null);
+      // A file that shrank is padded with zeros to the size its header announced.
       if (bytesRead === 0) {
-        shrank = true;
+        complete = false;
         buffer.fill(0);
-        hash.update(buffer);
-        push(buffer);
-        left -= buffer.length;
-        continue;
       }
-      const piece = bytesRead === buffer.length ? buffer : buffer.subarray(0, bytesRead);
+      const piece = bytesRead === 0 || bytesRead === buffer.length ? buffer : buffer.subarray(0, bytesRead);
       hash.update(piece);
       push(piece);
-      left -= bytesRead;
+      left -= piece.length;
     }
     const pad = padding(entry.size);
     if (pad) push(Buffer.alloc(pad));
-    const after = await handle.stat({ bigint: true });
-    const unstable =
-      shrank ||
-      after.size !== BigInt(entry.size) ||
-      after.mtimeNs !== entry.mtimeNs ||
-      after.ctimeNs !== entry.ctimeNs ||
-      before.mtimeNs !== entry.mtimeNs;
-    if (unstable) warnUnstable(entry, ctx);
-    return { sha256: hash.digest('hex'), unstable };
-  } catch (error) {
-    if (error instanceof FilesError) throw error;
-    throw new FilesError('FILES_IO_FAILED', `reading ${join(root, entry.path)} failed: ${messageOf(error)}`, { cause: error });
-  } finally {
-    await handle.close();
+    return { value: hash.digest('hex'), complete };
+  });
+  if ('missing' in read) {
+    ctx.warn(`${entry.path} ${read.missing}: not in this backup`, entry.path);
+    return undefined;
   }
+  if (read.unstable) warnUnstable(entry, ctx);
+  return { sha256: read.value, unstable: read.unstable };
 }
 
 /** SHA-256 of a file's first `size` bytes, or undefined when it cannot be read. */

@@ -349,7 +349,11 @@ describe('the same refusals when extraction threads do the writing', () => {
       [[{ path: 'a.txt', content: 'same bytes', tar: { path: 'b.txt' } }], 'FILES_BACKUP_INVALID', 'a.txt'],
       [[{ path: 'a.txt', content: 'in the index only', tar: false }], 'FILES_BACKUP_INVALID', 'a.txt'],
       // Files past 4 MiB reach the thread in parts: the checks hold across parts.
-      [[{ path: 'big.bin', content: Buffer.alloc(6_000_000, 1), tar: { content: Buffer.alloc(6_000_000, 2) } }], 'FILES_HASH_MISMATCH', 'big.bin'],
+      [
+        [{ path: 'big.bin', content: Buffer.alloc(6_000_000, 1), tar: { content: Buffer.alloc(6_000_000, 2) } }],
+        'FILES_HASH_MISMATCH',
+        'big.bin',
+      ],
       [[{ path: 'big.bin', content: Buffer.alloc(6_000_000, 1), tar: { path: 'other.bin' } }], 'FILES_BACKUP_INVALID', 'big.bin'],
     ];
     for (const [entries, code, path] of cases) {
