@@ -50,30 +50,29 @@ function finish(fd, entry) {
 }
 
 /**
- * A large file arriving in parts (a few frames each): its header is parsed from the first
- * bytes at entry.start, then its content is written and hashed part by part.
+ * One file of the archive, fed tar bytes in order (all at once for a small file, part by part
+ * for a large one): its header is parsed from the bytes at entry.start and checked against the
+ * index, then its content is written and hashed; close() checks the SHA-256 and sets owner,
+ * mode and mtime.
  */
-class LargeFile {
-  constructor(entry, compression) {
+class EntryWriter {
+  constructor(entry) {
     this.entry = entry;
-    this.compression = compression;
     this.reader = new TarHeaderReader();
     this.head = Buffer.alloc(0);
     this.headAt = entry.start;
     this.fd = undefined;
     this.hash = createHash('sha256');
     this.left = entry.size;
-    this.dataEnd = undefined;
   }
 
-  part(message) {
-    let tar = tarOf(message);
-    const at = message.tarStart;
+  /** Takes tar bytes starting at tar offset `at`. */
+  feed(tar, at) {
     if (this.fd === undefined) {
       // Header blocks: gather bytes from entry.start until the entry's own header is parsed.
       if (at + tar.length <= this.entry.start) return;
       const from = Math.max(0, this.entry.start - at);
-      this.head = Buffer.concat([this.head, tar.subarray(from)]);
+      this.head = this.head.length === 0 ? tar.subarray(from) : Buffer.concat([this.head, tar.subarray(from)]);
       tar = Buffer.alloc(0);
       let offset = 0;
       let header;
@@ -108,9 +107,8 @@ class LargeFile {
           entry.rel,
           `the archive holds ${header.type} ${JSON.stringify(header.path)} (${header.size} bytes) where the index expects this file`,
         );
-      this.dataEnd = this.headAt + offset + Math.ceil(entry.size / BLOCK) * BLOCK;
-      if (this.dataEnd !== entry.end)
-        throw new Refusal('corrupt', entry.rel, `the entry ends at ${this.dataEnd}, the index says ${entry.end}`);
+      const end = this.headAt + offset + Math.ceil(entry.size / BLOCK) * BLOCK;
+      if (end !== entry.end) throw new Refusal('corrupt', entry.rel, `the entry ends at ${end}, the index says ${entry.end}`);
       this.fd = openSync(entry.path, CREATE, entry.mode);
       tar = this.head.subarray(offset);
       this.head = undefined;
@@ -128,12 +126,14 @@ class LargeFile {
       if (actual !== this.entry.sha256) throw new Refusal('hash', this.entry.rel, actual);
       finish(this.fd, this.entry);
     } finally {
-      if (this.fd !== undefined) closeSync(this.fd);
+      this.abandon();
     }
   }
 
+  /** Closes the file, once, whatever happened. */
   abandon() {
     if (this.fd !== undefined) closeSync(this.fd);
+    this.fd = undefined;
   }
 }
 
@@ -144,44 +144,13 @@ function extract(segment) {
   const tar = tarOf(segment);
   let written = 0;
   for (const entry of segment.entries) {
-    const reader = new TarHeaderReader();
-    let at = entry.start - segment.tarStart;
-    let header;
+    const file = new EntryWriter(entry);
     try {
-      for (;;) {
-        if (at + BLOCK > tar.length) throw new Refusal('corrupt', entry.rel, 'the frames end before the entry does');
-        const parsed = reader.block(tar.subarray(at, at + BLOCK), segment.tarStart + at);
-        at += BLOCK;
-        if (parsed.kind === 'entry') {
-          header = parsed.entry;
-          break;
-        }
-        if (parsed.kind === 'pax') reader.pax(tar.subarray(at, at + parsed.size));
-        if (parsed.kind === 'pax' || parsed.kind === 'skip') at += Math.ceil(parsed.size / BLOCK) * BLOCK;
-        else throw new Refusal('corrupt', entry.rel, `no entry at offset ${entry.start}`);
-      }
+      file.feed(tar, segment.tarStart);
+      file.close();
     } catch (error) {
-      if (error instanceof TarFormatError) throw new Refusal('corrupt', entry.rel, error.message);
+      file.abandon();
       throw error;
-    }
-    if (header.path !== (entry.storedAs ?? entry.rel) || header.type !== 'file' || header.size !== entry.size)
-      throw new Refusal(
-        'corrupt',
-        entry.rel,
-        `the archive holds ${header.type} ${JSON.stringify(header.path)} (${header.size} bytes) where the index expects this file`,
-      );
-    const data = tar.subarray(at, at + entry.size);
-    if (data.length !== entry.size) throw new Refusal('corrupt', entry.rel, 'the frames end before the entry does');
-    const end = segment.tarStart + at + Math.ceil(entry.size / BLOCK) * BLOCK;
-    if (end !== entry.end) throw new Refusal('corrupt', entry.rel, `the entry ends at ${end}, the index says ${entry.end}`);
-    const actual = createHash('sha256').update(data).digest('hex');
-    if (actual !== entry.sha256) throw new Refusal('hash', entry.rel, actual);
-    const fd = openSync(entry.path, CREATE, entry.mode);
-    try {
-      writeAll(fd, data);
-      finish(fd, entry);
-    } finally {
-      closeSync(fd);
     }
     written += entry.size;
   }
@@ -191,13 +160,13 @@ function extract(segment) {
 function handle(message) {
   if (message.t === 'segment') return { t: 'done', id: message.id, files: message.entries.length, bytes: extract(message) };
   if (message.t === 'open') {
-    large.set(message.id, new LargeFile(message.entry, message.compression));
+    large.set(message.id, new EntryWriter(message.entry));
     return { t: 'ack', id: message.id };
   }
   const file = large.get(message.id);
   if (!file) return { t: 'ack', id: message.id };
   if (message.t === 'part') {
-    file.part(message);
+    file.feed(tarOf(message), message.tarStart);
     return { t: 'ack', id: message.id };
   }
   large.delete(message.id);
