@@ -7,7 +7,7 @@
 // before handing the request to s3rver, so bad credentials fail here as they do on AWS.
 // Runs as a standalone script: no relative imports, erasable types only.
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
-import { rm, stat } from 'node:fs/promises';
+import { rm, stat, unlink } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { join } from 'node:path';
 import S3rver from 's3rver';
@@ -113,6 +113,27 @@ const s3rver = new S3rver({
   configureBuckets: buckets.map((name) => ({ name, configs: [] })),
 });
 const handle = s3rver.callback();
+
+/**
+ * s3rver 3.7.1 deletes an object and then removes the directories its key left empty. That
+ * races a PUT under the same prefix, which creates the directory and then opens its file: the
+ * open fails with ENOENT on an error event nobody listens to, and the whole server dies (a lock
+ * race, where contenders write and delete entries under one prefix, hits it under load).
+ * Real S3 has no directories, so deleting only the object's files is the faithful behaviour;
+ * listings are built from object files and never show an empty directory.
+ */
+const store = (s3rver as unknown as { store: { getResourcePath(bucket: string, key: string, resource: string): string } }).store;
+Object.assign(store, {
+  async deleteObject(bucket: string, key: string): Promise<void> {
+    await Promise.all(
+      ['object', 'object.md5', 'metadata.json'].map((resource) =>
+        unlink(store.getResourcePath(bucket, key, resource)).catch((error: NodeJS.ErrnoException) => {
+          if (error.code !== 'ENOENT') throw error;
+        }),
+      ),
+    );
+  },
+});
 
 function xmlError(res: ServerResponse, status: number, code: string, message: string): void {
   res.writeHead(status, { 'content-type': 'application/xml' });

@@ -1,4 +1,4 @@
-import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { DeleteObjectCommand, GetObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { describe, expect, it } from 'vitest';
 import { startS3 } from '../src/index.js';
 import { leftovers } from './helpers.js';
@@ -51,6 +51,30 @@ describe('startS3', () => {
       a.destroy();
       b.destroy();
       await Promise.all([east.stop(), west.stop()]);
+    }
+  });
+
+  it('survives PUTs and DELETEs racing under one prefix (deleting the last key must not break a PUT beside it)', async () => {
+    const server = await startS3();
+    // One attempt: a server that dies or fails a request must show here, not be retried away.
+    const s3 = new S3Client({ ...server.clientConfig(), maxAttempts: 1 });
+    try {
+      for (let round = 0; round < 60; round++) {
+        const prefix = `locks/race-${round % 3}/`;
+        await s3.send(new PutObjectCommand({ Bucket: 'drkit', Key: `${prefix}old`, Body: 'o' }));
+        await Promise.all([
+          s3.send(new DeleteObjectCommand({ Bucket: 'drkit', Key: `${prefix}old` })),
+          ...Array.from({ length: 6 }, (_, i) => s3.send(new PutObjectCommand({ Bucket: 'drkit', Key: `${prefix}n${i}`, Body: `${i}` }))),
+        ]);
+        const listed = await s3.send(new ListObjectsV2Command({ Bucket: 'drkit', Prefix: prefix }));
+        expect(listed.Contents?.map((o) => o.Key)).toEqual(Array.from({ length: 6 }, (_, i) => `${prefix}n${i}`));
+        await Promise.all(
+          Array.from({ length: 6 }, (_, i) => s3.send(new DeleteObjectCommand({ Bucket: 'drkit', Key: `${prefix}n${i}` }))),
+        );
+      }
+    } finally {
+      s3.destroy();
+      await server.stop();
     }
   });
 });
