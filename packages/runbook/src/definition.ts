@@ -61,6 +61,11 @@ export interface StepContext<P> extends BaseContext<P> {
    * declaration or the config names). It is redacted from everything the run records.
    */
   secret(name: string): string;
+  /**
+   * The value of a secret declared `optional: true`, or undefined when it is not set (a
+   * database without a password, a Redis without AUTH). Redacted like every secret.
+   */
+  optionalSecret(name: string): string | undefined;
   /** Reports progress (throttled by renderers, recorded as events). */
   progress(progress: Progress): void;
   /** Waits on the run's clock (virtual in tests) and stops on abort. */
@@ -143,6 +148,8 @@ export interface SecretDeclaration {
   /** The environment variable it comes from, unless the environment's config says otherwise. */
   env: string;
   description?: string;
+  /** The run goes ahead without it; steps read it with `ctx.optionalSecret(name)`. @default false */
+  optional?: boolean;
 }
 
 /** The definition of a runbook. */

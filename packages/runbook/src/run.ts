@@ -248,6 +248,11 @@ export async function run(runbook: Runbook, options: RunOptions = {}): Promise<R
       secretList.push({ name, env: label, set: 'env' in ref ? Boolean(env[ref.env]) : existsSync(ref.file) });
       continue;
     }
+    // An optional secret may be absent from the environment; a file the config names must exist.
+    if (declaration.optional === true && 'env' in ref && env[ref.env] === undefined) {
+      secretList.push({ name, env: label, set: false });
+      continue;
+    }
     secretValues.set(name, resolveSecret(ref, { env, redactor }));
     secretList.push({ name, env: label, set: true });
   }
@@ -902,12 +907,25 @@ export async function run(runbook: Runbook, options: RunOptions = {}): Promise<R
       attempt,
       secret(name) {
         const value = secretValues.get(name);
-        if (value === undefined)
+        if (value !== undefined) return value;
+        const declaration = runbook.definition.secrets?.[name];
+        if (declaration === undefined)
           throw new RunbookError(
             'RUNBOOK_DEFINITION_INVALID',
             `step "${d.id}" reads secret "${name}", which runbook "${runbook.id}" does not declare; add it under secrets`,
           );
-        return value;
+        throw new RunbookError(
+          'RUNBOOK_SECRET_MISSING',
+          `step "${d.id}" needs secret "${name}", which is optional and not set: export ${declaration.env} (or point secrets.${name} of the config at it) and resume`,
+        );
+      },
+      optionalSecret(name) {
+        if (runbook.definition.secrets?.[name] === undefined)
+          throw new RunbookError(
+            'RUNBOOK_DEFINITION_INVALID',
+            `step "${d.id}" reads secret "${name}", which runbook "${runbook.id}" does not declare; add it under secrets`,
+          );
+        return secretValues.get(name);
       },
       progress(progress) {
         emitAndLog({ kind: 'progress', step: d.id, progress, at: clock.now() });

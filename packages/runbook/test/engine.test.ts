@@ -431,3 +431,45 @@ describe('time budgets', () => {
     expect(t.notifier.sent.at(-1)?.text).toMatch(/Duration: 50 minutes/);
   });
 });
+
+describe('optional secrets', () => {
+  const seen: unknown[] = [];
+  const runbook = defineRunbook({
+    ...ONE_PHASE,
+    id: 'optional-secret',
+    secrets: { password: { env: 'TEST_DB_PASSWORD', optional: true }, token: { env: 'TEST_TOKEN' } },
+    steps: (s) => [
+      s({
+        id: 'read',
+        title: 'Read the secrets',
+        phase: 'only',
+        run: (ctx) => {
+          seen.push({ password: ctx.optionalSecret('password') ?? null, length: ctx.secret('token').length });
+          return null;
+        },
+      }),
+      s({ id: 'require', title: 'Require the optional one', phase: 'only', run: (ctx) => ctx.secret('password').length }),
+    ],
+  });
+
+  it('runs without an optional secret, reads it as undefined, and names it when a step requires it', async () => {
+    seen.length = 0;
+    const result = await run(runbook, { runsDir: join(tempDir(), 'runs'), env: { TEST_TOKEN: 'token-1234' } });
+    expect(result.status).toBe('failed');
+    expect(seen).toEqual([{ password: null, length: 10 }]);
+    const failure = result.steps.find((s) => s.id === 'require');
+    expect(failure?.code).toBe('RUNBOOK_SECRET_MISSING');
+    expect(failure?.message).toMatch(/needs secret "password", which is optional and not set: export TEST_DB_PASSWORD/);
+  });
+
+  it('reads an optional secret that is set, and still refuses a missing required one before any step', async () => {
+    seen.length = 0;
+    const env = { TEST_TOKEN: 'token-1234', TEST_DB_PASSWORD: 'password-5678' };
+    const ok = await run(runbook, { runsDir: join(tempDir(), 'runs'), env });
+    expect(ok.status).toBe('succeeded');
+    expect(seen).toEqual([{ password: 'password-5678', length: 10 }]);
+    await expect(run(runbook, { runsDir: join(tempDir(), 'runs'), env: { TEST_DB_PASSWORD: 'password-5678' } })).rejects.toMatchObject({
+      code: 'RUNBOOK_SECRET_MISSING',
+    });
+  });
+});
