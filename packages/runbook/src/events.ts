@@ -43,7 +43,7 @@ export type RunEvent =
       rtoMs: number;
       phases: PlannedPhase[];
       steps: PlannedStep[];
-      secrets: { name: string; env: string; set: boolean }[];
+      secrets: { name: string; env: string; set: boolean; optional?: boolean }[];
     }
   | { kind: 'phase-start'; phase: string; budgetMs: number; at: number }
   | { kind: 'phase-finish'; phase: string; budgetMs: number; elapsedMs: number; at: number }

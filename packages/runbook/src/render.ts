@@ -34,7 +34,10 @@ export function renderPlan(plan: Extract<RunEvent, { kind: 'plan' }>): string {
   }
   if (plan.secrets.length > 0) {
     lines.push('Secrets');
-    for (const s of plan.secrets) lines.push(`  ${s.name}: from ${s.env} (${s.set ? 'set' : 'NOT SET: the run would refuse to start'})`);
+    for (const s of plan.secrets)
+      lines.push(
+        `  ${s.name}: from ${s.env} (${s.set ? 'set' : s.optional ? 'not set; optional' : 'NOT SET: the run would refuse to start'})`,
+      );
     lines.push('');
   }
   return lines.join('\n');

@@ -240,17 +240,22 @@ export async function run(runbook: Runbook, options: RunOptions = {}): Promise<R
 
   // Secrets: all of them resolved before anything runs, so a missing one fails in a second, not at step 7.
   const secretValues = new Map<string, string>();
-  const secretList: { name: string; env: string; set: boolean }[] = [];
+  const secretList: { name: string; env: string; set: boolean; optional?: boolean }[] = [];
   for (const [name, declaration] of Object.entries(runbook.definition.secrets ?? {})) {
     const ref = envConfig.secrets?.[name] ?? { env: declaration.env };
     const label = 'env' in ref ? ref.env : ref.file;
     if (mode === 'plan') {
-      secretList.push({ name, env: label, set: 'env' in ref ? Boolean(env[ref.env]) : existsSync(ref.file) });
+      secretList.push({
+        name,
+        env: label,
+        set: 'env' in ref ? Boolean(env[ref.env]) : existsSync(ref.file),
+        ...(declaration.optional === true ? { optional: true } : {}),
+      });
       continue;
     }
     // An optional secret may be absent from the environment; a file the config names must exist.
     if (declaration.optional === true && 'env' in ref && env[ref.env] === undefined) {
-      secretList.push({ name, env: label, set: false });
+      secretList.push({ name, env: label, set: false, optional: true });
       continue;
     }
     secretValues.set(name, resolveSecret(ref, { env, redactor }));

@@ -472,4 +472,12 @@ describe('optional secrets', () => {
       code: 'RUNBOOK_SECRET_MISSING',
     });
   });
+
+  it('--plan says an unset optional secret is optional, not that the run would refuse', async () => {
+    const result = await run(runbook, { mode: 'plan', runsDir: join(tempDir(), 'runs'), env: {} });
+    expect(result.plan?.secrets).toEqual([
+      { name: 'password', env: 'TEST_DB_PASSWORD', set: false, optional: true },
+      { name: 'token', env: 'TEST_TOKEN', set: false },
+    ]);
+  });
 });
