@@ -1,0 +1,145 @@
+// An example config: the environments the runbooks in runbooks/ run against, `--env production`,
+// `--env staging` or `--env sandbox`. Copy it to your repository's root as drkit.config.ts (or
+// pass `--config examples/drkit.config.ts`). The `vars` section is what the recovery runbooks
+// read about the platform (runbooks/lib/platform.ts has its schema; runbooks/README.md explains
+// each field). Secrets are never written here: only the variables (or files) that hold them.
+//
+//   production  Kubernetes (the second plan's deployments), RDS-style PostgreSQL, backups in
+//               S3 us-east-1 with a us-west-2 replica, Slack #incidents and the status page.
+//   staging     Docker Compose on one host (the first plan's layout), backups on local disk
+//               and S3.
+//   sandbox     this machine: the services `pnpm drill` or a developer starts locally, found
+//               through DRKIT_SANDBOX_* variables (defaults are the usual local ports).
+
+import { fileURLToPath } from 'node:url';
+import { defineConfig } from '@drkit/runbook';
+
+// The repository, where the demo app of the sandbox environment lives (and tsx resolves).
+const repo = fileURLToPath(new URL('..', import.meta.url));
+
+const sandbox = {
+  pg: process.env.DRKIT_SANDBOX_PG ?? 'postgres://postgres@127.0.0.1:5432/app',
+  redis: process.env.DRKIT_SANDBOX_REDIS ?? 'redis://127.0.0.1:6379/0',
+  app: process.env.DRKIT_SANDBOX_APP ?? 'http://127.0.0.1:4000',
+  dir: process.env.DRKIT_SANDBOX_DIR ?? '/tmp/drkit-sandbox',
+  store: process.env.DRKIT_SANDBOX_STORE ?? 'file:///tmp/drkit-sandbox/backups',
+};
+
+export default defineConfig({
+  defaults: {
+    product: 'Jarvis',
+    // The plans: status page updates every 15 minutes during incidents.
+    updateEvery: '15m',
+  },
+  environments: {
+    production: {
+      description: 'the production cluster (Kubernetes, us-east-1)',
+      production: true,
+      stores: {
+        backups: 's3://jarvis-backups/backups?region=us-east-1&sse=AES256,s3://jarvis-backups-replica/backups?region=us-west-2&sse=AES256',
+      },
+      secrets: { backupKey: { file: '/etc/drkit/backup.keys' }, secretsKey: { file: '/etc/drkit/secrets.key' } },
+      services: {
+        api: { type: 'kubernetes', name: 'jarvis-api', namespace: 'jarvis', replicas: 2 },
+        bot: { type: 'kubernetes', name: 'jarvis-telegram-bot', namespace: 'jarvis', replicas: 1 },
+        treasury: { type: 'kubernetes', name: 'jarvis-treasury-bot', namespace: 'jarvis', replicas: 1 },
+        redis: { type: 'kubernetes', kind: 'statefulset', name: 'redis', namespace: 'jarvis' },
+      },
+      health: {
+        api: { type: 'http', url: 'https://api.jarvis.local/health', expectStatus: 200 },
+        db: {
+          type: 'postgres',
+          host: 'jarvis-prod-postgres.internal',
+          user: 'jarvis_user',
+          database: 'jarvis_db',
+          passwordEnv: 'PGPASSWORD',
+        },
+        cache: { type: 'redis', url: 'redis://redis.jarvis.svc:6379/0', passwordEnv: 'REDISCLI_AUTH' },
+      },
+      notify: {
+        incidents: { type: 'slack', webhookUrl: { env: 'SLACK_WEBHOOK_URL' }, channel: '#jarvis-incidents' },
+        statusPage: { type: 'webhook', url: { env: 'STATUS_PAGE_WEBHOOK_URL' } },
+        timeline: { type: 'file', path: '/var/log/drkit/incidents.jsonl' },
+      },
+      lock: { store: 's3://jarvis-backups/locks?region=us-east-1' },
+      vars: {
+        backups: 'backups',
+        postgres: { url: 'postgres://jarvis_user@jarvis-prod-postgres.internal:5432/jarvis_db' },
+        redis: { url: 'redis://redis.jarvis.svc:6379/0', service: 'redis', dataDir: '/data', dbFilename: 'dump.rdb' },
+        files: { root: '/var/lib/jarvis/uploads' },
+        app: {
+          services: ['api', 'bot', 'treasury'],
+          health: 'api',
+          statusUrl: 'https://api.jarvis.local/api/status',
+          migrate: 'kubectl -n jarvis exec deploy/jarvis-api -- npm run db:migrate',
+        },
+        envFile: '/etc/jarvis/.env',
+        hooks: {
+          blockIngress: 'kubectl apply -f k8s/emergency/block-ingress.yaml',
+          unblockIngress: 'kubectl delete -f k8s/emergency/block-ingress.yaml',
+          secureKeys: './scripts/treasury/secure-keys.sh',
+          rotateSecrets: './scripts/rotate_all_secrets.sh',
+          redeploy: 'helm upgrade jarvis ./helm/jarvis --set image.tag="$DRKIT_KNOWN_GOOD"',
+          collectLogs: 'kubectl -n jarvis logs -l app=jarvis-api --since-time="$DRKIT_SINCE" --tail=-1',
+        },
+      },
+    },
+    staging: {
+      description: 'staging: Docker Compose on one host, as in the first plan',
+      stores: { backups: 'file:///var/backups/jarvis' },
+      services: {
+        api: { type: 'compose', service: 'api', file: '/srv/jarvis/docker-compose.yml' },
+        postgres: { type: 'compose', service: 'postgres', file: '/srv/jarvis/docker-compose.yml' },
+        redis: { type: 'compose', service: 'redis', file: '/srv/jarvis/docker-compose.yml' },
+      },
+      health: {
+        api: { type: 'http', url: 'http://localhost:4000/health', expectStatus: 200 },
+        db: { type: 'postgres', host: 'localhost', user: 'jarvis_user', database: 'jarvis_db', passwordEnv: 'PGPASSWORD' },
+        cache: { type: 'redis', url: 'redis://localhost:6379/0' },
+      },
+      notify: { incidents: { type: 'slack', webhookUrl: { env: 'SLACK_WEBHOOK_URL' }, channel: '#incidents' } },
+      vars: {
+        postgres: { url: 'postgres://jarvis_user@localhost:5432/jarvis_db', service: 'postgres' },
+        redis: { url: 'redis://localhost:6379/0', service: 'redis', dataDir: '/srv/jarvis/redis-data' },
+        files: { root: '/srv/jarvis/uploads' },
+        app: {
+          services: ['api'],
+          health: 'api',
+          statusUrl: 'http://localhost:4000/api/status',
+          migrate: 'docker compose -f /srv/jarvis/docker-compose.yml run --rm api npm run db:migrate',
+        },
+        envFile: '/srv/jarvis/.env',
+      },
+    },
+    sandbox: {
+      description: 'services on this machine (DRKIT_SANDBOX_* variables say where)',
+      stores: { backups: sandbox.store },
+      services: {
+        app: {
+          type: 'command',
+          start: `DATABASE_URL='${sandbox.pg}' REDIS_URL='${sandbox.redis}' UPLOADS_DIR='${sandbox.dir}/uploads' DEMO_PORT='${new URL(sandbox.app).port}' DEMO_PID_FILE='${sandbox.dir}/demo-app.pid' node --import tsx examples/demo-app/src/server.ts > '${sandbox.dir}/demo-app.log' 2>&1 &`,
+          cwd: repo,
+          pidFile: `${sandbox.dir}/demo-app.pid`,
+          logs: `tail -n "\${DRKIT_LOG_LINES:-100}" '${sandbox.dir}/demo-app.log'`,
+        },
+      },
+      health: {
+        app: { type: 'http', url: `${sandbox.app}/health`, expectStatus: 200 },
+        cache: { type: 'redis', url: sandbox.redis },
+      },
+      notify: { console: { type: 'stdout' }, timeline: { type: 'file', path: `${sandbox.dir}/incidents.jsonl` } },
+      vars: {
+        postgres: { url: sandbox.pg },
+        redis: { url: sandbox.redis },
+        files: { root: `${sandbox.dir}/uploads` },
+        app: {
+          services: ['app'],
+          health: 'app',
+          statusUrl: `${sandbox.app}/api/status`,
+          migrate: `cd '${repo}' && DATABASE_URL='${sandbox.pg}' node --import tsx examples/demo-app/src/migrate.ts`,
+        },
+        envFile: `${sandbox.dir}/.env`,
+      },
+    },
+  },
+});

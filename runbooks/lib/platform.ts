@@ -1,0 +1,258 @@
+// What the recovery runbooks need to know about the platform they recover, read from the
+// environment's `vars` in drkit.config: where the database, Redis, the user files and the
+// secrets file live, which services make up the application and in what order they start,
+// and the hooks (shell commands) for the steps that are the operator's own (block ingress,
+// rotate secrets, redeploy). Every runbook reads the same shape, so one config serves all.
+
+import { type Keyring, parseKeyFile } from '@drkit/crypto-stream';
+import type { BaseContext, SecretDeclaration, StepContext } from '@drkit/runbook';
+import { RunbookError } from '@drkit/runbook';
+import { type Catalog, createCatalog, openStore, type Store, type StoreEvent } from '@drkit/s3-store';
+import { z } from 'zod';
+
+const text = z.string().min(1);
+
+/** `vars.postgres`: the application's database. */
+const postgresSchema = z.strictObject({
+  /** `postgres://user@host:5432/database`, without a password (that is the databasePassword secret). */
+  url: text.refine((u) => /^postgres(ql)?:\/\//i.test(u), 'expected a postgres:// URL'),
+  /** The service (of `services`) that runs the database server, for a complete restart. */
+  service: text.optional(),
+  /** Where restores go first before they are swapped in. @default "<database>_restore" (the package's own naming) */
+  maintenanceDatabase: text.optional(),
+  /** The table the plan counts after a restore (`SELECT COUNT(*) FROM users`). @default "users" */
+  countTable: text.default('users'),
+});
+
+/** `vars.redis`: the application's Redis. */
+const redisSchema = z.strictObject({
+  /** `redis://host:6379/0`, without a password (that is the redisPassword secret). */
+  url: text.refine((u) => /^rediss?:\/\//i.test(u), 'expected a redis:// URL'),
+  /** The service (of `services`) that runs redis-server: an RDB restore stops and starts it. */
+  service: text.optional(),
+  /** redis-server's `dir`, where an RDB restore puts the file. */
+  dataDir: text.optional(),
+  /** redis-server's `dbfilename`. @default "dump.rdb" */
+  dbFilename: text.default('dump.rdb'),
+});
+
+/** `vars.app`: the application itself. */
+const appSchema = z.strictObject({
+  /** Its services (of `services`), in the order they start; they stop in reverse. */
+  services: z.array(text).min(1),
+  /** The health check (of `health`) that says the application is up. */
+  health: text,
+  /** Its status endpoint (`/api/status`), checked after a full recovery. */
+  statusUrl: text.optional(),
+  /** The migrations hook: a shell command run after the databases are back and before the application starts. */
+  migrate: text.optional(),
+});
+
+/** `vars.hooks`: the operator's own commands for steps drkit cannot do for every platform. */
+const hooksSchema = z.strictObject({
+  /** Blocks all external traffic (e.g. `kubectl apply -f k8s/emergency/block-ingress.yaml`). */
+  blockIngress: text.optional(),
+  /** Lifts that block. */
+  unblockIngress: text.optional(),
+  /** Moves the wallet keys to cold storage, or whatever securing them means here. */
+  secureKeys: text.optional(),
+  /** Rotates every credential (API keys, database passwords, JWT secrets, cloud keys). */
+  rotateSecrets: text.optional(),
+  /** Redeploys a known-good version; `$DRKIT_KNOWN_GOOD` carries the version. */
+  redeploy: text.optional(),
+  /** Prints the audit and access logs since `$DRKIT_SINCE` for the breach report. */
+  collectLogs: text.optional(),
+});
+
+/** The platform section of an environment's `vars`. */
+export const platformSchema = z.strictObject({
+  /** The store (of `stores`) holding the backups. @default "backups" */
+  backups: text.default('backups'),
+  postgres: postgresSchema.optional(),
+  redis: redisSchema.optional(),
+  /** `vars.files.root`: the user files (uploads, generated audio, profiles) that are backed up. */
+  files: z.strictObject({ root: text }).optional(),
+  app: appSchema.optional(),
+  /** The application's secrets file (`.env`), written with mode 0600 by a full recovery. */
+  envFile: text.optional(),
+  /** treasury-halt's Redis key prefix. @default the package's default */
+  haltPrefix: text.optional(),
+  hooks: hooksSchema.default({}),
+});
+
+/** The validated platform section. */
+export type Platform = z.output<typeof platformSchema>;
+
+/** The secrets every recovery runbook declares. */
+export const PLATFORM_SECRETS = {
+  backupKey: {
+    env: 'DRKIT_KEY',
+    description: 'the backup key (or key file text, one key per line, the last one seals) that opens the backups',
+  },
+  databasePassword: { env: 'PGPASSWORD', optional: true, description: "the database user's password" },
+  redisPassword: { env: 'REDISCLI_AUTH', optional: true, description: "Redis's AUTH password" },
+} as const satisfies Record<string, SecretDeclaration>;
+
+/**
+ * The platform section of the environment's `vars`, validated. Runs in --plan too (it only
+ * reads the config). A bad section is RUNBOOK_CONFIG_INVALID naming every bad field.
+ */
+export function platformOf(ctx: BaseContext<unknown>): Platform {
+  const parsed = platformSchema.safeParse(ctx.config.vars);
+  if (parsed.success) return parsed.data;
+  const problems = parsed.error.issues.map((issue) => `vars.${issue.path.join('.')}: ${issue.message}`);
+  throw new RunbookError(
+    'RUNBOOK_CONFIG_INVALID',
+    `environment "${ctx.environment}": ${problems.join('; ')} (see runbooks/README.md for the vars the runbooks read)`,
+  );
+}
+
+/** A section the runbook cannot do without; the error names the config field to add. */
+export function required<K extends 'postgres' | 'redis' | 'files' | 'app' | 'envFile'>(
+  ctx: BaseContext<unknown>,
+  key: K,
+): NonNullable<Platform[K]> {
+  const value = platformOf(ctx)[key];
+  if (value === undefined)
+    throw new RunbookError(
+      'RUNBOOK_CONFIG_INVALID',
+      `environment "${ctx.environment}" has no vars.${key}: runbook "${ctx.runbook.id}" needs it (see runbooks/README.md)`,
+    );
+  return value as NonNullable<Platform[K]>;
+}
+
+/** The database URL with the databasePassword secret in it (never logged: the secret is redacted). */
+export function databaseUrl(ctx: StepContext<unknown>, database?: string): string {
+  const url = new URL(required(ctx, 'postgres').url);
+  const password = ctx.optionalSecret('databasePassword');
+  if (password !== undefined && url.password === '') url.password = encodeURIComponent(password);
+  if (database !== undefined) url.pathname = `/${encodeURIComponent(database)}`;
+  return url.toString();
+}
+
+/** The database's name, from its URL. */
+export function databaseName(ctx: BaseContext<unknown>): string {
+  return decodeURIComponent(new URL(required(ctx, 'postgres').url).pathname.slice(1)) || 'postgres';
+}
+
+/** The Redis URL with the redisPassword secret in it. */
+export function redisUrl(ctx: StepContext<unknown>): string {
+  const url = new URL(required(ctx, 'redis').url);
+  const password = ctx.optionalSecret('redisPassword');
+  if (password !== undefined && url.password === '') url.password = encodeURIComponent(password);
+  return url.toString();
+}
+
+/** The store URL(s) of the backups, as the config names them (safe to print: URLs carry no credentials). */
+export function backupStoreUrl(ctx: BaseContext<unknown>): string {
+  const name = platformOf(ctx).backups;
+  const url = ctx.config.stores[name];
+  if (url === undefined)
+    throw new RunbookError(
+      'RUNBOOK_CONFIG_INVALID',
+      `environment "${ctx.environment}" has no stores.${name}: add the store URL of the backups (file:///var/backups/drkit or s3://bucket/prefix?region=...)`,
+    );
+  return url;
+}
+
+/** The backup keys from the backupKey secret: one key, or key-file text (older keys first, the last one seals). */
+export function backupKeys(ctx: StepContext<unknown>): Keyring {
+  return parseKeyFile(ctx.secret('backupKey'), 'the backupKey secret');
+}
+
+/** Says what a store event means for a recovery: a replica serving a read is worth knowing. */
+function logStoreEvent(ctx: StepContext<unknown>, event: StoreEvent): void {
+  if (event.type === 'replica-fallback')
+    ctx.log.warn(
+      `store ${event.failed} failed (${event.reason}); ${event.operation} of ${event.key} served by the replica ${event.servedBy}`,
+    );
+  else if (event.type === 'replica-failed')
+    ctx.log.warn(`replica ${event.replica} failed ${event.operation} of ${event.key}: ${event.reason}`);
+  else if (event.type === 'retry')
+    ctx.log.debug(`${event.operation} on ${event.store}: retry ${event.attempt} in ${event.delayMs} ms (${event.reason})`);
+}
+
+/** An open catalog of the backups; close it when done (S3 clients hold sockets). */
+export interface OpenCatalog {
+  catalog: Catalog;
+  store: Store;
+  /** Store events seen so far (a replica serving reads shows here). */
+  events: StoreEvent[];
+  close(): Promise<void>;
+}
+
+/** Opens the catalog of the backups named by `vars.backups`. */
+export function openBackups(ctx: StepContext<unknown>): OpenCatalog {
+  const events: StoreEvent[] = [];
+  const store = openStore(backupStoreUrl(ctx), {
+    onEvent: (event) => {
+      events.push(event);
+      logStoreEvent(ctx, event);
+    },
+  });
+  return { catalog: createCatalog(store), store, events, close: () => store.close() };
+}
+
+/** Runs `body` with the backups' catalog open, and closes it whatever happens. */
+export async function withBackups<T>(ctx: StepContext<unknown>, body: (open: OpenCatalog) => Promise<T>): Promise<T> {
+  const open = openBackups(ctx);
+  try {
+    return await body(open);
+  } finally {
+    await open.close().catch(() => {});
+  }
+}
+
+/** Runs a hook command of `vars.hooks`, with `env` added; its output is logged (redacted). */
+export async function runHook(
+  ctx: StepContext<unknown>,
+  name: keyof Platform['hooks'],
+  env: Record<string, string> = {},
+): Promise<{ ran: boolean; stdout: string }> {
+  const command = platformOf(ctx).hooks[name];
+  if (command === undefined) {
+    ctx.log.warn(`no vars.hooks.${name} is configured: do this by hand and record it in the incident channel`);
+    return { ran: false, stdout: '' };
+  }
+  const result = await ctx.shell.sh(command, { env });
+  return { ran: true, stdout: result.stdout };
+}
+
+/** What a hook would run, for --plan. */
+export function describeHook(ctx: BaseContext<unknown>, name: keyof Platform['hooks']): string {
+  const command = platformOf(ctx).hooks[name];
+  return command === undefined ? `no vars.hooks.${name} configured: the operator does it by hand` : `run hook ${name}: ${command}`;
+}
+
+/** The events every backup package emits: step messages, warnings and byte progress. */
+type PackageEvent =
+  | { type: 'step'; message: string }
+  | { type: 'warning'; message: string }
+  | { type: 'progress'; bytes?: number; total?: number; item?: string }
+  | { type: string };
+
+/**
+ * A listener for a package's events that reports them as the step's log and progress, so
+ * the runbook's terminal output and journal show what a long restore is doing.
+ */
+export function reportEvents(ctx: StepContext<unknown>): (event: PackageEvent) => void {
+  return (event) => {
+    if (event.type === 'step' && 'message' in event) ctx.log.info(event.message);
+    else if (event.type === 'warning' && 'message' in event) ctx.log.warn(event.message);
+    else if (event.type === 'progress' && 'bytes' in event && typeof event.bytes === 'number')
+      ctx.progress({
+        done: event.bytes,
+        ...(event.total !== undefined ? { total: event.total } : {}),
+        unit: 'bytes',
+        ...(event.item !== undefined ? { message: event.item } : {}),
+      });
+  };
+}
+
+/** How old a backup is, for people: "3h 12m". */
+export function ageOf(createdAt: string | Date, now = Date.now()): string {
+  const minutes = Math.max(0, Math.round((now - new Date(createdAt).getTime()) / 60_000));
+  if (minutes < 60) return `${minutes}m`;
+  const hours = Math.floor(minutes / 60);
+  return hours < 48 ? `${hours}h ${minutes % 60}m` : `${Math.floor(hours / 24)}d ${hours % 24}h`;
+}
