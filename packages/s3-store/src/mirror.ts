@@ -29,6 +29,14 @@ export interface MirroredStoreOptions {
   requiredCopies?: number;
   /** Told about every fall-back and every failed replica. */
   onEvent?: StoreEventListener;
+  /**
+   * After a copy answers STORE_UNAVAILABLE (its region is down, after its own retries), reads
+   * go to the other copies first for this long, so a restore of many objects does not wait
+   * out the retries of a dead region on every read. The copy is still tried last. @default 60000
+   */
+  unavailableForMs?: number;
+  /** The clock of that wait. @default Date.now */
+  now?: () => number;
 }
 
 /** What {@link createMirroredStore} returns: a Store plus a repair of missing copies. */
@@ -184,21 +192,39 @@ export function createMirroredStore(options: MirroredStoreOptions): MirroredStor
     return { key: normal, size, sha256 };
   };
 
-  /** Runs `read` on the primary, then on each replica in turn, reporting each fall-back. */
+  const unavailableForMs = options.unavailableForMs ?? 60_000;
+  const now = options.now ?? Date.now;
+  /** When each copy last answered STORE_UNAVAILABLE. */
+  const downSince = new Map<Store, number>();
+  const isDown = (store: Store) => {
+    const since = downSince.get(store);
+    return since !== undefined && now() - since < unavailableForMs;
+  };
+
+  /**
+   * Runs `read` on the primary, then on each replica in turn, reporting each fall-back. Copies
+   * that were unavailable a moment ago go last, in their order.
+   */
   const firstAnswer = async <T>(operation: string, key: string, read: (store: Store) => Promise<T>): Promise<T> => {
-    let firstError: unknown;
-    const reasons: string[] = [];
-    for (const [i, store] of stores.entries()) {
+    const errors: unknown[] = [];
+    const skipped = stores.filter(isDown);
+    const ordered = [...stores.filter((s) => !isDown(s)), ...skipped];
+    const failed: Store[] = [];
+    const reasons = skipped.map(
+      (s) => `${s.url}: STORE_UNAVAILABLE within the last ${Math.round(unavailableForMs / 1000)} s, so tried last`,
+    );
+    for (const store of ordered) {
       try {
         const value = await read(store);
-        if (i > 0)
+        downSince.delete(store);
+        if (store !== stores[0])
           emit({
             type: 'replica-fallback',
             store: url,
             operation,
             key,
             failed: stores
-              .slice(0, i)
+              .filter((s) => failed.includes(s) || (skipped.includes(s) && s !== store))
               .map((s) => s.url)
               .join(','),
             servedBy: store.url,
@@ -206,12 +232,14 @@ export function createMirroredStore(options: MirroredStoreOptions): MirroredStor
           });
         return value;
       } catch (error) {
-        firstError ??= error;
+        errors.push(error);
+        failed.push(store);
+        if (isStoreError(error, 'STORE_UNAVAILABLE')) downSince.set(store, now());
         reasons.push(`${store.url}: ${describe(error)}`);
       }
     }
-    // Every copy lacks it: that is "not found", not an outage.
-    throw firstError;
+    // Every copy lacks it: that is "not found". A copy that could not answer makes it an outage.
+    throw errors.find((e) => !missing(e)) ?? errors[0];
   };
 
   const get = async (key: string, getOptions?: GetOptions): Promise<Readable> => {

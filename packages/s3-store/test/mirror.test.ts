@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { type S3Sandbox, startS3 } from '@drkit/sandbox';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createCatalog, createFsStore, createMirroredStore, createS3Store, type Store, type StoreEvent } from '../src/index.js';
+import { createCatalog, createFsStore, createMirroredStore, createS3Store, type Store, StoreError, type StoreEvent } from '../src/index.js';
 import { codeOf } from './contract.js';
 
 async function bytesOf(stream: Readable): Promise<Buffer> {
@@ -107,5 +107,60 @@ describe('a mirror over two regions, one of them stopped mid-test', () => {
   it('refuses a requiredCopies it cannot meet', () => {
     const store = createFsStore(tmpdir());
     expect(() => createMirroredStore({ primary: store, replicas: [], requiredCopies: 2 })).toThrow(/requiredCopies/);
+  });
+
+  it('after the primary answers unavailable, reads go to the replica first for a while, then try the primary again', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'drkit-mirror-'));
+    try {
+      const replica = createFsStore(dir);
+      await replica.put('k/1', Buffer.from('one'));
+      await replica.put('k/2', Buffer.from('two'));
+      // A primary whose region is down: every call costs (the real one waits out its retries).
+      let primaryCalls = 0;
+      const dead = createFsStore(join(dir, 'unused'));
+      const primary: Store = {
+        ...dead,
+        url: 's3://dead/region',
+        get: async () => {
+          primaryCalls++;
+          throw new StoreError('STORE_UNAVAILABLE', 'S3 at the dead region is unavailable after 5 attempts');
+        },
+        head: async () => {
+          primaryCalls++;
+          throw new StoreError('STORE_UNAVAILABLE', 'S3 at the dead region is unavailable after 5 attempts');
+        },
+      };
+      let clock = 1_000_000;
+      const events: StoreEvent[] = [];
+      const mirror = createMirroredStore({
+        primary,
+        replicas: [replica],
+        unavailableForMs: 60_000,
+        now: () => clock,
+        onEvent: (e) => events.push(e),
+      });
+      expect((await bytesOf(await mirror.get('k/1'))).toString()).toBe('one');
+      expect(primaryCalls).toBe(1);
+      for (let i = 0; i < 5; i++) expect((await bytesOf(await mirror.get('k/2'))).toString()).toBe('two');
+      expect((await mirror.head('k/1'))?.size).toBe(3);
+      expect(primaryCalls).toBe(1);
+      // Every read says it was served by the replica, and why.
+      expect(events).toHaveLength(7);
+      expect(events.at(-1)).toMatchObject({
+        type: 'replica-fallback',
+        failed: 's3://dead/region',
+        reason: expect.stringMatching(/STORE_UNAVAILABLE within the last 60 s/),
+      });
+      // An object only the (benched) primary could hold is still asked of it, last.
+      expect(await codeOf(mirror.get('k/missing'))).toBe('STORE_UNAVAILABLE');
+      expect(primaryCalls).toBe(2);
+      // Once the window has passed, the primary is asked first again.
+      clock += 61_000;
+      await bytesOf(await mirror.get('k/1'));
+      expect(primaryCalls).toBe(3);
+      await mirror.close();
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
