@@ -224,11 +224,11 @@ export function describeHook(ctx: BaseContext<unknown>, name: keyof Platform['ho
   return command === undefined ? `no vars.hooks.${name} configured: the operator does it by hand` : `run hook ${name}: ${command}`;
 }
 
-/** The events every backup package emits: step messages, warnings and byte progress. */
+/** The events every backup package emits: step messages, warnings and progress in bytes or keys. */
 type PackageEvent =
   | { type: 'step'; message: string }
   | { type: 'warning'; message: string }
-  | { type: 'progress'; bytes?: number; total?: number; item?: string }
+  | { type: 'progress'; bytes?: number; keys?: number; total?: number; totalBytes?: number; item?: string }
   | { type: string };
 
 /**
@@ -239,13 +239,19 @@ export function reportEvents(ctx: StepContext<unknown>): (event: PackageEvent) =
   return (event) => {
     if (event.type === 'step' && 'message' in event) ctx.log.info(event.message);
     else if (event.type === 'warning' && 'message' in event) ctx.log.warn(event.message);
-    else if (event.type === 'progress' && 'bytes' in event && typeof event.bytes === 'number')
+    else if (event.type === 'progress') {
+      const p = event as Extract<PackageEvent, { bytes?: number }>;
+      const total = p.total ?? p.totalBytes;
+      const [done, unit] =
+        typeof p.bytes === 'number' ? [p.bytes, 'bytes'] : typeof p.keys === 'number' ? [p.keys, 'keys'] : [undefined, ''];
+      if (done === undefined) return;
       ctx.progress({
-        done: event.bytes,
-        ...(event.total !== undefined ? { total: event.total } : {}),
-        unit: 'bytes',
-        ...(event.item !== undefined ? { message: event.item } : {}),
+        done,
+        ...(total !== undefined && unit === 'bytes' ? { total } : {}),
+        unit,
+        ...(p.item !== undefined ? { message: p.item } : {}),
       });
+    }
   };
 }
 
