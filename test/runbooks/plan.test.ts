@@ -1,5 +1,5 @@
-// Every runbook in runbooks/ planned against the example config's production environment,
-// under a guard that refuses every socket, process and file write: --plan must list every
+// Every runbook in runbooks/ planned against each environment of the example config, under a
+// guard that refuses every socket, process and file write: --plan must list every
 // step, phase budget and declared effect, and touch nothing.
 
 import { spawn } from 'node:child_process';
@@ -18,6 +18,9 @@ const REQUIRED: Record<string, string[]> = {
   'treasury-emergency': ['--reason', 'DR drill'],
   'security-breach': ['--breach-time', '2026-11-01T00:00:00Z', '--known-good', 'v1.2.3'],
 };
+
+/** The environments of the example config: Kubernetes, Docker Compose, this machine. */
+const ENVIRONMENTS = ['production', 'staging', 'sandbox'];
 
 const runbooks = readdirSync(join(REPO, 'runbooks'))
   .filter((name) => name.endsWith('.ts'))
@@ -66,10 +69,10 @@ describe('--plan of every runbook', () => {
     );
   });
 
-  for (const name of runbooks) {
-    it(`${name}: lists every step with its phase budget and effects, and does no I/O`, async () => {
+  for (const [name, environment] of runbooks.flatMap((n) => ENVIRONMENTS.map((e) => [n, e] as const))) {
+    it(`${name} --env ${environment}: lists every step with its phase budget and effects, and does no I/O`, async () => {
       const runbook = (await import(join(REPO, 'runbooks', `${name}.ts`))).default as Runbook;
-      const outcome = await plan(name, 'production');
+      const outcome = await plan(name, environment);
       expect(outcome.code, outcome.stderr).toBe(0);
       const violations = JSON.parse(/NO-IO-VIOLATIONS (.*)/.exec(outcome.stderr)?.[1] ?? 'null');
       expect(violations).toEqual([]);
