@@ -39,6 +39,7 @@ import {
   required,
   withBackups,
 } from './lib/platform.ts';
+import { rdbServerOf } from './lib/redis.ts';
 import { restoreSecrets, SECRETS_KIND } from './lib/secrets.ts';
 
 const params = z.object({
@@ -209,23 +210,15 @@ const completeSystemFailure = defineRunbook({
         ];
       },
       run: async (ctx) => {
-        const r = required(ctx, 'redis');
-        if (r.service === undefined)
-          throw new Error('vars.redis.service is not set: an RDB restore stops and starts redis-server through it');
         const id = ctx.output(decide).ids[REDIS_RDB_KIND] as string;
-        const service = ctx.service(r.service);
+        const server = rdbServerOf(ctx);
         const result = await withBackups(ctx, ({ catalog }) =>
           restoreRedisRdb({
             url: redisUrl(ctx),
             catalog,
             backup: id,
             keys: backupKeys(ctx),
-            server: {
-              stop: () => service.stop({ signal: ctx.signal }),
-              start: () => service.start({ signal: ctx.signal }),
-              ...(r.dataDir !== undefined ? { dataDir: r.dataDir } : {}),
-              dbFilename: r.dbFilename,
-            },
+            server,
             signal: ctx.signal,
             onEvent: reportEvents(ctx),
           }),

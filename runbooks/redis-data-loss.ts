@@ -21,6 +21,7 @@ import {
   checkRestoredRedis,
   describeKeyspace,
   policyOf,
+  rdbServerOf,
   readKeyspace,
   recordedKeyspace,
   redisEvents,
@@ -283,18 +284,12 @@ const redisDataLoss = defineRunbook({
         }
         return withBackups(ctx, async ({ catalog }) => {
           if (ctx.params.mode === 'rdb') {
-            const service = ctx.service(redis.service as string);
             const result = await restoreRedisRdb({
               url: redisTargetOf(ctx),
               catalog,
               backup: backupId,
               keys: backupKeys(ctx),
-              server: {
-                stop: () => service.stop({ signal: ctx.signal }),
-                start: () => service.start({ signal: ctx.signal }),
-                ...(redis.dataDir !== undefined ? { dataDir: redis.dataDir } : {}),
-                dbFilename: redis.dbFilename,
-              },
+              server: rdbServerOf(ctx),
               signal: ctx.signal,
               onEvent: redisEvents(ctx),
             });

@@ -13,6 +13,7 @@ import {
   type KeyDifference,
   type Keyspace,
   keyspaceOf,
+  type RdbServer,
   REDIS_LOGICAL_KIND,
   REDIS_RDB_KIND,
   RedisBackupError,
@@ -26,7 +27,7 @@ import {
 } from '@drkit/redis-backup';
 import type { StepContext } from '@drkit/runbook';
 import { type Catalog, isStoreError, type Manifest } from '@drkit/s3-store';
-import { backupKeys, redisUrl, reportEvents } from './platform.ts';
+import { backupKeys, redisUrl, reportEvents, required } from './platform.ts';
 
 /** The two ways the plan's Redis backups can be restored. */
 export type RedisRestoreMode = 'rdb' | 'logical';
@@ -311,5 +312,22 @@ export async function checkRestoredRedis(ctx: StepContext<unknown>, catalog: Cat
     extra: check?.extra ?? 0,
     digest: check?.digest ?? 'not-compared',
     differences: check?.differences.slice(0, 10) ?? [],
+  };
+}
+
+/**
+ * The redis-server an RDB restore stops and starts: the `vars.redis.service` controller, with
+ * the dump file's place from `vars.redis` (else the server's own CONFIG GET).
+ */
+export function rdbServerOf(ctx: StepContext<unknown>): RdbServer {
+  const redis = required(ctx, 'redis');
+  if (redis.service === undefined)
+    throw new Error('vars.redis.service is not set: an RDB restore stops and starts redis-server through it');
+  const service = ctx.service(redis.service);
+  return {
+    stop: () => service.stop({ signal: ctx.signal }),
+    start: () => service.start({ signal: ctx.signal }),
+    ...(redis.dataDir !== undefined ? { dataDir: redis.dataDir } : {}),
+    dbFilename: redis.dbFilename,
   };
 }
