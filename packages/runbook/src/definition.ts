@@ -173,6 +173,13 @@ export interface RunbookDefinition<S extends z.ZodType> {
   steps: readonly StepHandle<unknown>[] | ((define: StepFactory<z.output<S>>) => readonly StepHandle<unknown>[]);
   /** What happens when a critical step fails: stop there, or undo completed steps in reverse. @default "stop" */
   onFailure?: 'stop' | 'undo';
+  /**
+   * Which messages the run sends. "incident" (recoveries): the initial alert, the updates,
+   * overruns, approvals and the resolution or failure. "failures" (routine jobs: scheduled
+   * backups, backup checks, drills): only a failure, so a job that runs every hour is silent
+   * while it works and loud when it does not. @default "incident"
+   */
+  notify?: 'incident' | 'failures';
 }
 
 /** A finished (or refused, or planned) run. */

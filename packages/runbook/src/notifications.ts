@@ -77,9 +77,12 @@ export class IncidentNotifications {
   readonly #pending = new Set<Promise<unknown>>();
   #updates: { stop(): void } | undefined;
   #status = 'Investigating';
+  /** A routine job sends only its failure (see RunbookDefinition.notify). */
+  readonly #routine: boolean;
 
   constructor(options: IncidentNotificationsOptions) {
     this.#o = options;
+    this.#routine = options.runbook.definition.notify === 'failures';
     const notifiers = [...notifiersFromConfig(options.envConfig, options.env, options.redactor), ...options.extra];
     this.#dispatcher = createDispatcher({ notifiers, redactor: options.redactor, log: options.log, clock: options.clock });
   }
@@ -98,6 +101,7 @@ export class IncidentNotifications {
       startedAt,
       now: this.#o.clock.now(),
       updateEveryMs: this.#o.envConfig.updateEvery ?? UPDATE_EVERY_MS,
+      ...(this.#routine ? { routine: true } : {}),
       ...extra,
     };
   }
@@ -114,18 +118,21 @@ export class IncidentNotifications {
 
   /** The initial alert. */
   initial(startedAt: number): void {
+    if (this.#routine) return;
     this.#status = 'Investigating';
     this.#send(renderInitial(this.#info(startedAt, { status: `Running runbook "${this.#o.runbook.title}"` })));
   }
 
   /** An update saying the run was resumed. */
   resumed(startedAt: number): void {
+    if (this.#routine) return;
     this.#status = 'Recovery resumed';
     this.#send(renderUpdate(this.#info(startedAt, { status: 'Recovery resumed after an interruption' })));
   }
 
   /** Starts the periodic updates; `progress` says where the run is at each tick. */
   startUpdates(startedAt: number, progress: () => { completed: number; total: number; phase?: string; step?: string }): void {
+    if (this.#routine) return;
     this.#updates = startUpdates({
       clock: this.#o.clock,
       everyMs: this.#o.envConfig.updateEvery ?? UPDATE_EVERY_MS,
@@ -154,6 +161,7 @@ export class IncidentNotifications {
 
   /** A phase (or the whole RTO) ran past its budget. */
   overrun(phase: string, budgetMs: number, elapsedMs: number): void {
+    if (this.#routine) return;
     this.#send(renderOverrun(this.#info(this.#o.clock.now() - elapsedMs, { phase }), { phase, budgetMs, elapsedMs }));
   }
 
@@ -164,6 +172,7 @@ export class IncidentNotifications {
 
   /** The resolution message. */
   resolved(startedAt: number, finishedAt: number): void {
+    if (this.#routine) return;
     this.#send(
       renderResolution(
         this.#info(startedAt, {

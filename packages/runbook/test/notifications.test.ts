@@ -75,4 +75,56 @@ describe('notifications of a run on the wall clock', () => {
     expect(Date.now() - started).toBeLessThan(10_000);
     expect(result.report?.notifications.filter((n) => n.ok).length).toBe(slack.requests.length);
   });
+
+  it('a routine job (notify: "failures") is silent while it works and sends one failure message when it does not', async () => {
+    const routine = (fail: boolean) =>
+      defineRunbook({
+        id: 'nightly-backup',
+        title: 'Scheduled backup',
+        severity: 'sev3',
+        category: 3,
+        rto: '1h',
+        notify: 'failures',
+        params: z.object({}),
+        phases: { backup: '10ms' },
+        steps: (s) => [
+          s({
+            id: 'take',
+            title: 'Take the backup',
+            phase: 'backup',
+            run: async (ctx) => {
+              // Past the phase budget: an incident runbook would announce the overrun.
+              await ctx.sleep(50);
+              if (fail) throw new Error('the store refused the upload');
+              return null;
+            },
+          }),
+        ],
+      });
+    const dir = mkdtempSync(join(tmpdir(), 'drkit-notify-routine-'));
+    dirs.push(dir);
+    const options = (name: string) => ({
+      runsDir: join(dir, name),
+      environment: 'production',
+      config: {
+        environments: {
+          production: { product: 'Acme', notify: { chat: { type: 'slack', webhookUrl: { env: 'TEST_SLACK_URL' } } } },
+        },
+      },
+      env: { TEST_SLACK_URL: `${slack.url}/hooks/routine` },
+    });
+    const before = slack.requests.length;
+    const ok = await run(routine(false), options('ok'));
+    expect(ok.status).toBe('succeeded');
+    expect(slack.requests.length).toBe(before);
+
+    const failed = await run(routine(true), options('failed'));
+    expect(failed.status).toBe('failed');
+    const sent = slack.requests.slice(before).map((r) => (r.body as { text: string }).text);
+    expect(sent).toHaveLength(1);
+    expect(sent[0]).toMatch(/^(<!here> )?❌ ACME SCHEDULED BACKUP FAILED - Sev3/);
+    expect(sent[0]).toContain('the store refused the upload');
+    expect(sent[0]).toContain('Status: Scheduled backup did not complete.');
+    expect(sent[0]).not.toContain('INCIDENT');
+  });
 });

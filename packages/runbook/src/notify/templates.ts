@@ -36,6 +36,8 @@ export interface IncidentInfo {
   detail?: string | undefined;
   /** The update cadence promised in the messages. @default UPDATE_EVERY_MS */
   updateEveryMs?: number | undefined;
+  /** A routine job (a scheduled backup, a check), not a recovery: its failure is not an open incident. */
+  routine?: boolean | undefined;
 }
 
 const plural = (n: number, unit: string) => `${n} ${unit}${n === 1 ? '' : 's'}`;
@@ -241,12 +243,16 @@ export function renderFailure(info: IncidentInfo, details: FailureDetails = {}):
   const progress = progressOf(info);
   const next =
     details.next ??
-    (aborted
-      ? `The run stopped before it finished, so the system may be part-way through the recovery. Check its state, then resume run ${info.runId} or continue the procedure by hand. Escalate: ${pathText(info)}.`
-      : `Take over manually: read the error and the journal of run ${info.runId}, fix the cause, then resume the run or continue the procedure by hand. Escalate: ${pathText(info)}.`);
-  const title = aborted
-    ? `⛔ ${headline(info)} RECOVERY ABORTED - ${SEVERITIES[info.severity].label}`
-    : `❌ ${headline(info)} RECOVERY FAILED - ${SEVERITIES[info.severity].label}`;
+    (info.routine
+      ? `Read the error and the journal of run ${info.runId}, fix the cause and run it again; until it succeeds its guarantee (fresh, verified backups) does not hold. Escalate: ${pathText(info)}.`
+      : aborted
+        ? `The run stopped before it finished, so the system may be part-way through the recovery. Check its state, then resume run ${info.runId} or continue the procedure by hand. Escalate: ${pathText(info)}.`
+        : `Take over manually: read the error and the journal of run ${info.runId}, fix the cause, then resume the run or continue the procedure by hand. Escalate: ${pathText(info)}.`);
+  const title = info.routine
+    ? `${aborted ? '⛔' : '❌'} ${headline(info)} ${info.title.toUpperCase()} ${aborted ? 'ABORTED' : 'FAILED'} - ${SEVERITIES[info.severity].label}`
+    : aborted
+      ? `⛔ ${headline(info)} RECOVERY ABORTED - ${SEVERITIES[info.severity].label}`
+      : `❌ ${headline(info)} RECOVERY FAILED - ${SEVERITIES[info.severity].label}`;
   const body = [
     ...lines([
       [aborted ? 'Stopped at' : 'Failed step', info.step ?? 'unknown'],
@@ -256,7 +262,7 @@ export function renderFailure(info: IncidentInfo, details: FailureDetails = {}):
       ['Progress', progress],
       ['Impact', info.impact],
     ]),
-    'Status: The incident is NOT resolved.',
+    info.routine ? `Status: ${info.title} did not complete.` : 'Status: The incident is NOT resolved.',
     '',
     `Next: ${next}`,
     '',
