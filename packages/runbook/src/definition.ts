@@ -6,6 +6,8 @@ import { RunbookError } from './errors.js';
 import type { HealthCheck } from './health/check.js';
 import type { Logger } from './log.js';
 import type { Category, Severity } from './notify/incident.js';
+import type { RunReport } from './report.js';
+import type { StepRecord } from './run.js';
 import type { ServiceController } from './services/controller.js';
 import type { Shell } from './shell.js';
 
@@ -74,7 +76,26 @@ export interface StepContext<P> extends BaseContext<P> {
    * Runs another runbook as part of this step, in the same environment. It has its own
    * journal (linked from this run's) and resumes with this run.
    */
-  runRunbook<Q extends z.ZodType>(runbook: Runbook<Q>, params: z.input<Q>): Promise<RunSummary>;
+  runRunbook<Q extends z.ZodType>(runbook: Runbook<Q>, params: z.input<Q>, options?: ChildRunOptions): Promise<ChildRun>;
+}
+
+/** Options of {@link StepContext.runRunbook}. */
+export interface ChildRunOptions {
+  /**
+   * "throw" (the default): a child run that does not succeed fails this step. "return": the
+   * step gets the failed child's steps and error to judge for itself (a drill grading a
+   * recovery).
+   */
+  onFailure?: 'throw' | 'return';
+}
+
+/** What {@link StepContext.runRunbook} returns: the child's summary, its steps and its report. */
+export interface ChildRun extends RunSummary {
+  /** Each step of the child as it went (empty when a resumed run finds the child already done). */
+  steps: readonly StepRecord[];
+  /** Its report: phases against their budgets, approvals, the timeline. */
+  report?: RunReport;
+  error?: { code: string; message: string };
 }
 
 /** What `plan` receives: it describes effects and must not touch anything. */
@@ -180,6 +201,8 @@ export interface RunbookDefinition<S extends z.ZodType> {
    * while it works and loud when it does not. @default "incident"
    */
   notify?: 'incident' | 'failures';
+  /** Every run of it is a DR drill: its messages and report say so, and so do its children's. @default false */
+  drill?: boolean;
 }
 
 /** A finished (or refused, or planned) run. */

@@ -4,6 +4,8 @@ export { type Clock, realClock, type TimerHandle, type VirtualClock, virtualCloc
 export * from './config/index.js';
 export {
   type BaseContext,
+  type ChildRun,
+  type ChildRunOptions,
   type Duration,
   defineRunbook,
   type Effects,

@@ -208,6 +208,8 @@ function approvalQuestion(definition: StepDefinition<never, unknown>): string | 
  */
 export async function run(runbook: Runbook, options: RunOptions = {}): Promise<RunResult> {
   const mode = options.mode ?? 'execute';
+  // A drill runbook is always a drill, whoever starts it; anything else only when asked.
+  const drill = options.drill === true || runbook.definition.drill === true;
   const cwd = options.cwd ?? process.cwd();
   const env = options.env ?? process.env;
   const clock = options.clock ?? realClock;
@@ -476,7 +478,7 @@ export async function run(runbook: Runbook, options: RunOptions = {}): Promise<R
           clock,
           log: log.child('notify'),
           extra: options.notifiers ?? [],
-          drill: options.drill === true,
+          drill,
           onSent: (kind, delivered, failed) => emitAndLog({ kind: 'notification', notification: kind, delivered, failed, at: clock.now() }),
         })
       : undefined;
@@ -733,7 +735,7 @@ export async function run(runbook: Runbook, options: RunOptions = {}): Promise<R
       records: readJournal(files.journal),
       events: allEvents,
       deliveries: notifications?.deliveries() ?? [],
-      drill: options.drill === true,
+      drill,
       redactor,
       ...(failure ? { failure } : {}),
     });
@@ -936,11 +938,11 @@ export async function run(runbook: Runbook, options: RunOptions = {}): Promise<R
         emitAndLog({ kind: 'progress', step: d.id, progress, at: clock.now() });
       },
       sleep: (ms) => clock.sleep(ms, signal),
-      async runRunbook(child, childParams) {
+      async runRunbook(child, childParams, childRunOptions = {}) {
         const existing = resumed?.children.get(d.id);
         if (existing) {
           const state = journalState(readJournal(journalPath(runsDir, existing)));
-          if (state.status === 'succeeded') return { runId: existing, status: 'succeeded', exitCode: 0 };
+          if (state.status === 'succeeded') return { runId: existing, status: 'succeeded', exitCode: 0, steps: [] };
         }
         const childOptions: RunOptions = {
           params: childParams as Record<string, unknown>,
@@ -953,7 +955,7 @@ export async function run(runbook: Runbook, options: RunOptions = {}): Promise<R
           env,
           signal,
           parent: { runId, step: d.id },
-          drill: options.drill === true,
+          drill,
           onEvent: (event: RunEvent) => {
             if (event.kind === 'run-start' && !existing) record({ t: 'child', step: d.id, at: clock.now(), runId: event.runId });
             if (event.kind === 'log' || event.kind === 'progress') emitAndLog(event);
@@ -963,12 +965,19 @@ export async function run(runbook: Runbook, options: RunOptions = {}): Promise<R
         if (options.yes) childOptions.yes = true;
         if (approver) childOptions.approve = approver;
         const result = await run(child as Runbook, childOptions);
-        if (result.status !== 'succeeded')
+        if (result.status !== 'succeeded' && childRunOptions.onFailure !== 'return')
           throw new RunbookError(
             'RUNBOOK_STEP_FAILED',
             `runbook "${child.id}" (run ${result.runId}) ended ${result.status}${result.error ? `: ${result.error.message}` : ''}`,
           );
-        return { runId: result.runId, status: result.status, exitCode: result.exitCode };
+        return {
+          runId: result.runId,
+          status: result.status,
+          exitCode: result.exitCode,
+          steps: result.steps,
+          ...(result.report ? { report: result.report } : {}),
+          ...(result.error ? { error: result.error } : {}),
+        };
       },
     };
   }

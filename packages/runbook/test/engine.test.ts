@@ -320,6 +320,73 @@ describe('failures', () => {
   });
 });
 
+describe('child runs', () => {
+  const child = (fail: boolean) =>
+    defineRunbook({
+      ...ONE_PHASE,
+      id: 'child',
+      steps: (step) => [
+        step({ id: 'first', title: 'First', phase: 'only', run: () => 1 }),
+        step({
+          id: 'second',
+          title: 'Second',
+          phase: 'only',
+          run: () => {
+            if (fail) throw new Error('the child broke');
+            return 2;
+          },
+        }),
+      ],
+    });
+  const outputs: unknown[] = [];
+  const parent = (fail: boolean, onFailure: 'throw' | 'return', drill = false) =>
+    defineRunbook({
+      ...ONE_PHASE,
+      id: 'parent',
+      drill,
+      steps: (step) => [
+        step({
+          id: 'call',
+          title: 'Call the child',
+          phase: 'only',
+          run: async (ctx) => {
+            const result = await ctx.runRunbook(child(fail), {}, { onFailure });
+            const seen = {
+              status: result.status,
+              steps: result.steps.map((s) => `${s.id}:${s.status}`),
+              error: result.error?.message ?? null,
+            };
+            outputs.push(seen);
+            return seen;
+          },
+        }),
+      ],
+    });
+
+  it('a failed child fails the step by default; with onFailure "return" the step gets its steps, report and error', async () => {
+    const thrown = await run(parent(true, 'throw'), { runsDir: join(tempDir(), 'runs') });
+    expect(thrown.status).toBe('failed');
+    expect(thrown.error?.message).toContain('the child broke');
+
+    outputs.length = 0;
+    const returned = await run(parent(true, 'return'), { runsDir: join(tempDir(), 'runs') });
+    expect(returned.status).toBe('succeeded');
+    expect(outputs).toEqual([
+      { status: 'failed', steps: ['first:succeeded', 'second:failed'], error: expect.stringContaining('the child broke') },
+    ]);
+  });
+
+  it('a runbook defined as a drill marks its report and its children as drills', async () => {
+    const dir = tempDir();
+    const result = await run(parent(false, 'throw', true), { runsDir: join(dir, 'runs') });
+    expect(result.status).toBe('succeeded');
+    expect(result.report?.drill).toBe(true);
+    expect(readFileSync(result.files?.markdown ?? '', 'utf8')).toContain('DR drill report');
+    const plain = await run(parent(false, 'throw'), { runsDir: join(dir, 'plain') });
+    expect(plain.report?.drill).toBe(false);
+  });
+});
+
 describe('resume', () => {
   it('after a crash at every step boundary, resume reaches the same end with no step run twice', async () => {
     for (const step of ['a', 'b', 'c']) {
