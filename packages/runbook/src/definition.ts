@@ -93,6 +93,8 @@ export interface ChildRunOptions {
 export interface ChildRun extends RunSummary {
   /** Each step of the child as it went (empty when a resumed run finds the child already done). */
   steps: readonly StepRecord[];
+  /** The outputs of its steps that succeeded, by step id. */
+  outputs: Readonly<Record<string, unknown>>;
   /** Its report: phases against their budgets, approvals, the timeline. */
   report?: RunReport;
   error?: { code: string; message: string };

@@ -105,6 +105,8 @@ export interface RunResult extends RunSummary {
   environment: string;
   mode: RunMode;
   steps: StepRecord[];
+  /** The outputs of the steps that succeeded, by step id (as journalled: plain JSON). */
+  outputs: Record<string, unknown>;
   /** Set for --plan. */
   plan?: Extract<RunEvent, { kind: 'plan' }>;
   error?: { code: string; message: string };
@@ -391,7 +393,7 @@ export async function run(runbook: Runbook, options: RunOptions = {}): Promise<R
       secrets: secretList,
     });
     emit(plan);
-    return { runId: '', status: 'planned', exitCode: 0, runbook: runbook.id, environment, mode, steps: [], plan };
+    return { runId: '', status: 'planned', exitCode: 0, runbook: runbook.id, environment, mode, steps: [], outputs: {}, plan };
   }
 
   // Execute and dry-run from here on.
@@ -762,6 +764,7 @@ export async function run(runbook: Runbook, options: RunOptions = {}): Promise<R
     environment,
     mode,
     steps: records,
+    outputs: Object.fromEntries(outputs),
     files,
     ...(report ? { report } : {}),
     ...(failure ? { error: failure } : {}),
@@ -942,7 +945,7 @@ export async function run(runbook: Runbook, options: RunOptions = {}): Promise<R
         const existing = resumed?.children.get(d.id);
         if (existing) {
           const state = journalState(readJournal(journalPath(runsDir, existing)));
-          if (state.status === 'succeeded') return { runId: existing, status: 'succeeded', exitCode: 0, steps: [] };
+          if (state.status === 'succeeded') return { runId: existing, status: 'succeeded', exitCode: 0, steps: [], outputs: {} };
         }
         const childOptions: RunOptions = {
           params: childParams as Record<string, unknown>,
@@ -975,6 +978,7 @@ export async function run(runbook: Runbook, options: RunOptions = {}): Promise<R
           status: result.status,
           exitCode: result.exitCode,
           steps: result.steps,
+          outputs: result.outputs,
           ...(result.report ? { report: result.report } : {}),
           ...(result.error ? { error: result.error } : {}),
         };
