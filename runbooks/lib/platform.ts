@@ -64,6 +64,102 @@ const hooksSchema = z.strictObject({
   collectLogs: text.optional(),
 });
 
+/** The parts of the backup set, as the first plan lists them. */
+export const BACKUP_COMPONENTS = ['postgres', 'redis', 'files', 'config', 'secrets'] as const;
+/** One part of the backup set. */
+export type BackupComponent = (typeof BACKUP_COMPONENTS)[number];
+
+/** "90m", "24h", "7d": how old the newest backup of a kind may be. */
+const ageText = text.regex(/^\d+(m|h|d)$/, 'a whole number of minutes, hours or days, e.g. "1h", "24h", "7d"');
+
+/** The retention rules of s3-store (restic forget semantics), checked by the store when it prunes. */
+const retentionRules = {
+  keepLast: z.number().int().nonnegative().optional(),
+  keepHourly: z.number().int().nonnegative().optional(),
+  keepDaily: z.number().int().nonnegative().optional(),
+  keepWeekly: z.number().int().nonnegative().optional(),
+  keepMonthly: z.number().int().nonnegative().optional(),
+  keepYearly: z.number().int().nonnegative().optional(),
+  keepWithin: text.optional(),
+};
+
+/** One backup tier: when it runs (documentation for --plan and the schedulers) and what it takes. */
+const tierSchema = z.strictObject({
+  /** Its cron schedule, e.g. "0 2 * * *"; the scheduler (cron, a Kubernetes CronJob) runs `--tier <name>` then. */
+  schedule: text.optional(),
+  /** The components this tier takes. @default every configured component */
+  components: z.array(z.enum(BACKUP_COMPONENTS)).min(1).optional(),
+  /** Every file backup of this tier is full (the plan's weekly and monthly "full backup"). @default false for daily and hourly */
+  fullFiles: z.boolean().optional(),
+});
+
+/**
+ * `vars.backup`: what the backup runbook takes, how it is kept and the RPO it is held to.
+ * Every field has the first plan's value as its default.
+ */
+const backupSchema = z.strictObject({
+  /** What a backup set holds. @default every component the environment configures (postgres, redis, files, config, secrets) */
+  components: z.array(z.enum(BACKUP_COMPONENTS)).min(1).optional(),
+  /** Redis: the RDB snapshot, the logical export (with TTLs), or both as the plan says. @default "both" */
+  redisMode: z.enum(['rdb', 'logical', 'both']).default('both'),
+  /** The configuration files of the "config" component (docker-compose.yml, nginx.conf, k8s manifests…). */
+  configFiles: z.array(text).default([]),
+  /** Paths or globs under files.root left out of the files backup (caches, temp files). */
+  filesExclude: z.array(text).default([]),
+  /**
+   * The tiers and their schedules. @default the first plan: daily 02:00, weekly Sunday 03:00
+   * (full), monthly the 1st 04:00 (full); the second plan's hourly tier is one more entry.
+   */
+  tiers: z.partialRecord(z.enum(['hourly', 'daily', 'weekly', 'monthly', 'manual']), tierSchema).default({
+    daily: { schedule: '0 2 * * *' },
+    weekly: { schedule: '0 3 * * 0', fullFiles: true },
+    monthly: { schedule: '0 4 1 * *', fullFiles: true },
+  }),
+  /**
+   * Which backups to keep (s3-store's retention rules, per kind; `incremental` for incrementals).
+   * @default the first plan: 7 daily, 4 weekly, 12 monthly
+   */
+  retention: z
+    .strictObject({ ...retentionRules, incremental: z.strictObject(retentionRules).optional(), timeZone: text.optional() })
+    .default({ keepDaily: 7, keepWeekly: 4, keepMonthly: 12 }),
+  /**
+   * The RPO of each kind of backup: verify-backups fails when the newest complete one is older.
+   * @default 24h for every kind (the first plan's RPO); the second plan's table gives user data 1h
+   */
+  rpo: z.record(text, ageText).default({}),
+  /** The Prometheus textfile (node_exporter's textfile collector) verify-backups writes, e.g. /var/lib/node_exporter/drkit.prom. */
+  metricsFile: text.optional(),
+});
+
+/**
+ * `vars.drill.app`: how the DR drill starts the application against the scratch services it
+ * restored. The command runs in the background with DRKIT_SCRATCH_DATABASE_URL,
+ * DRKIT_SCRATCH_REDIS_URL, DRKIT_SCRATCH_FILES_DIR, DRKIT_SCRATCH_ENV_FILE, DRKIT_SCRATCH_PORT,
+ * DRKIT_SCRATCH_PID_FILE, DRKIT_SCRATCH_LOG_FILE and DRKIT_SCRATCH_DIR set; it maps them to the application's own
+ * settings and writes the process id to $DRKIT_SCRATCH_PID_FILE (the drill stops it by that).
+ */
+const drillAppSchema = z.strictObject({
+  /** e.g. `DATABASE_URL="$DRKIT_SCRATCH_DATABASE_URL" PORT="$DRKIT_SCRATCH_PORT" node dist/server.js &` */
+  start: text,
+  /** Where the command runs. @default the drill's working directory */
+  cwd: text.optional(),
+  /** More environment for the command. */
+  env: z.record(z.string(), z.string()).default({}),
+  /** The health endpoint's path on http://127.0.0.1:$DRKIT_SCRATCH_PORT. @default "/health" */
+  healthPath: text.default('/health'),
+  /** The status endpoint's path, checked after the rebuild. */
+  statusPath: text.optional(),
+  /** The migrations hook against the scratch database (the same DRKIT_SCRATCH_* variables are set). */
+  migrate: text.optional(),
+});
+
+/** `vars.drill`: the monthly DR drill's scratch environment. */
+const drillSchema = z.strictObject({
+  app: drillAppSchema.optional(),
+  /** Where the scratch servers keep their data. @default the system's temp dir */
+  scratchDir: text.optional(),
+});
+
 /** The platform section of an environment's `vars`. */
 export const platformSchema = z.strictObject({
   /** The store (of `stores`) holding the backups. @default "backups" */
@@ -78,6 +174,10 @@ export const platformSchema = z.strictObject({
   /** treasury-halt's Redis key prefix. @default the package's default */
   haltPrefix: text.optional(),
   hooks: hooksSchema.default({}),
+  /** What the backup runbook takes and keeps, and the RPO verify-backups holds it to. */
+  backup: backupSchema.prefault({}),
+  /** How the DR drill brings the application up on scratch servers. */
+  drill: drillSchema.optional(),
 });
 
 /** The validated platform section. */
