@@ -643,7 +643,8 @@ export async function run(runbook: Runbook, options: RunOptions = {}): Promise<R
       if (question && mode === 'execute' && approver) {
         const effects = effectsOf(d, planContext);
         emitAndLog({ kind: 'approval-request', step: handle.id, question, effects, at: clock.now() });
-        notifications?.approval(d.title, question);
+        // --yes approves at once: nobody is asked, so nobody is paged.
+        if (!options.yes) notifications?.approval(d.title, question);
         const decision = await approver(
           {
             runId,

@@ -127,4 +127,33 @@ describe('notifications of a run on the wall clock', () => {
     expect(sent[0]).toContain('Status: Scheduled backup did not complete.');
     expect(sent[0]).not.toContain('INCIDENT');
   });
+
+  it('--yes approves destructive steps at once and pages nobody for an approval', async () => {
+    const runbook = defineRunbook({
+      id: 'prune-old',
+      title: 'Prune',
+      severity: 'sev3',
+      category: 3,
+      rto: '1h',
+      params: z.object({}),
+      phases: { only: '1m' },
+      steps: (s) => [
+        s({ id: 'delete', title: 'Delete old backups', phase: 'only', destructive: true, plan: () => 'delete 3 backups', run: () => null }),
+      ],
+    });
+    const dir = mkdtempSync(join(tmpdir(), 'drkit-notify-yes-'));
+    dirs.push(dir);
+    const before = slack.requests.length;
+    const result = await run(runbook, {
+      runsDir: join(dir, 'runs'),
+      yes: true,
+      environment: 'production',
+      config: { environments: { production: { notify: { chat: { type: 'slack', webhookUrl: { env: 'TEST_SLACK_URL' } } } } } },
+      env: { TEST_SLACK_URL: `${slack.url}/hooks/yes` },
+    });
+    expect(result.status).toBe('succeeded');
+    const sent = slack.requests.slice(before).map((r) => (r.body as { text: string }).text);
+    expect(sent).toHaveLength(2);
+    expect(sent.some((t) => t.includes('APPROVAL'))).toBe(false);
+  });
 });
