@@ -35,8 +35,11 @@ export default defineConfig({
     production: {
       description: 'the production cluster (Kubernetes, us-east-1)',
       production: true,
+      // The first plan's backup storage: local disk, then S3 us-east-1 with its us-west-2 replica
+      // (a mirrored store: a backup completes when every copy is written and verified).
       stores: {
-        backups: 's3://jarvis-backups/backups?region=us-east-1&sse=AES256,s3://jarvis-backups-replica/backups?region=us-west-2&sse=AES256',
+        backups:
+          'file:///var/backups/jarvis,s3://jarvis-backups/backups?region=us-east-1&sse=AES256,s3://jarvis-backups-replica/backups?region=us-west-2&sse=AES256',
       },
       secrets: { backupKey: { file: '/etc/drkit/backup.keys' }, secretsKey: { file: '/etc/drkit/secrets.key' } },
       services: {
@@ -74,6 +77,33 @@ export default defineConfig({
           migrate: 'kubectl -n jarvis exec deploy/jarvis-api -- npm run db:migrate',
         },
         envFile: '/etc/jarvis/.env',
+        // The backup runbook's tiers and retention, and the RPO verify-backups holds them to:
+        // the first plan's daily/weekly/monthly tiers plus the second plan's hourly one, whose
+        // RPO table gives user data 1 hour (trading transactions' RPO 0 needs WAL archiving).
+        backup: {
+          configFiles: ['/etc/jarvis/docker-compose.yml', '/etc/jarvis/nginx.conf'],
+          tiers: {
+            hourly: { schedule: '0 * * * *', components: ['postgres', 'redis', 'files'] },
+            daily: { schedule: '0 2 * * *' },
+            weekly: { schedule: '0 3 * * 0', fullFiles: true },
+            monthly: { schedule: '0 4 1 * *', fullFiles: true },
+          },
+          retention: { keepHourly: 168, keepDaily: 30, keepWeekly: 4, keepMonthly: 12 },
+          rpo: { postgres: '1h', 'redis-rdb': '1h', 'redis-logical': '1h', files: '1h', config: '24h', secrets: '24h' },
+          metricsFile: '/var/lib/node_exporter/textfile/drkit.prom',
+        },
+        // The monthly drill rebuilds production's backups into scratch servers on the drill host
+        // and starts the application from its checkout there (the drill sets DRKIT_SCRATCH_*).
+        drill: {
+          app: {
+            start:
+              'DATABASE_URL="$DRKIT_SCRATCH_DATABASE_URL" REDIS_URL="$DRKIT_SCRATCH_REDIS_URL" UPLOADS_DIR="$DRKIT_SCRATCH_FILES_DIR" PORT="$DRKIT_SCRATCH_PORT" PID_FILE="$DRKIT_SCRATCH_PID_FILE" setsid node dist/server.js >> "$DRKIT_SCRATCH_LOG_FILE" 2>&1 < /dev/null &',
+            cwd: '/opt/jarvis',
+            healthPath: '/health',
+            statusPath: '/api/status',
+            migrate: 'cd /opt/jarvis && DATABASE_URL="$DRKIT_SCRATCH_DATABASE_URL" npm run db:migrate',
+          },
+        },
         hooks: {
           blockIngress: 'kubectl apply -f k8s/emergency/block-ingress.yaml',
           unblockIngress: 'kubectl delete -f k8s/emergency/block-ingress.yaml',
@@ -86,7 +116,7 @@ export default defineConfig({
     },
     staging: {
       description: 'staging: Docker Compose on one host, as in the first plan',
-      stores: { backups: 'file:///var/backups/jarvis' },
+      stores: { backups: 'file:///var/backups/jarvis,s3://jarvis-staging-backups/backups?region=us-east-1' },
       services: {
         api: { type: 'compose', service: 'api', file: '/srv/jarvis/docker-compose.yml' },
         postgres: { type: 'compose', service: 'postgres', file: '/srv/jarvis/docker-compose.yml' },
@@ -139,6 +169,18 @@ export default defineConfig({
           migrate: `cd '${repo}' && DATABASE_URL='${sandbox.pg}' node --import tsx examples/demo-app/src/migrate.ts`,
         },
         envFile: `${sandbox.dir}/.env`,
+        // The DR drill rebuilds into scratch servers it starts itself; this is how the demo app
+        // starts against them (the drill sets the DRKIT_SCRATCH_* variables).
+        drill: {
+          app: {
+            start:
+              'DATABASE_URL="$DRKIT_SCRATCH_DATABASE_URL" REDIS_URL="$DRKIT_SCRATCH_REDIS_URL" UPLOADS_DIR="$DRKIT_SCRATCH_FILES_DIR" DEMO_PORT="$DRKIT_SCRATCH_PORT" DEMO_PID_FILE="$DRKIT_SCRATCH_PID_FILE" setsid node --import tsx examples/demo-app/src/server.ts >> "$DRKIT_SCRATCH_LOG_FILE" 2>&1 < /dev/null &',
+            cwd: repo,
+            healthPath: '/health',
+            statusPath: '/api/status',
+            migrate: `cd '${repo}' && DATABASE_URL="$DRKIT_SCRATCH_DATABASE_URL" node --import tsx examples/demo-app/src/migrate.ts`,
+          },
+        },
       },
     },
   },
