@@ -28,6 +28,7 @@ import {
   type Platform,
   platformOf,
   required,
+  SECRETS_KEY_SECRET,
   withBackups,
 } from './lib/platform.ts';
 import { backupComponent, fullFilesOf, type TakenArtifact, tierFor, verifyUploaded } from './lib/take-backup.ts';
@@ -171,11 +172,8 @@ const backup = defineRunbook({
   notify: 'failures',
   secrets: {
     ...PLATFORM_SECRETS,
-    secretsKey: {
-      env: 'DRKIT_SECRETS_KEY',
-      optional: true,
-      description: 'the inner key of the double-sealed secrets backup (needed when the set holds secrets)',
-    },
+    // Optional: a set without the secrets component needs no secrets key.
+    secretsKey: { ...SECRETS_KEY_SECRET, optional: true },
   },
   steps: (step) => {
     const planSet = step({

@@ -37,6 +37,7 @@ import {
   redisUrl,
   reportEvents,
   required,
+  SECRETS_KEY_SECRET,
   withBackups,
 } from './lib/platform.ts';
 import { rdbServerOf } from './lib/redis.ts';
@@ -67,7 +68,7 @@ const completeSystemFailure = defineRunbook({
   phases: { provisioning: '15m', restoration: '20m', startup: '10m', verification: '5m' },
   secrets: {
     ...PLATFORM_SECRETS,
-    secretsKey: { env: 'DRKIT_SECRETS_KEY', description: 'the inner key of the double-sealed secrets backup' },
+    secretsKey: SECRETS_KEY_SECRET,
   },
   steps: (step) => {
     const locate = step({

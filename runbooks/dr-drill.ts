@@ -30,7 +30,7 @@ import { type ChildRun, defineRunbook, formatElapsed, isMain, run, runbookCli, t
 import { type Manifest, readStored, splitStoreUrls } from '@drkit/s3-store';
 import { z } from 'zod';
 import completeSystemFailure from './complete-system-failure.ts';
-import { componentsOf, expectedKinds } from './lib/backup-set.ts';
+import { componentOfKind, componentsOf, expectedKinds } from './lib/backup-set.ts';
 import { type Checklist, type ChecklistItem, gradeChecklist, renderDrillReport, rtoTable } from './lib/drill.ts';
 import {
   ageOf,
@@ -41,10 +41,11 @@ import {
   platformOf,
   redisUrl,
   required,
+  SECRETS_KEY_SECRET,
   withBackups,
 } from './lib/platform.ts';
 import { type Scratch, startScratch } from './lib/scratch.ts';
-import { backupComponent, type TakenArtifact, type UploadCheck, verifyUploaded } from './lib/take-backup.ts';
+import { backupComponent, type TakenArtifact, takenOf, type UploadCheck, verifyUploaded } from './lib/take-backup.ts';
 
 const params = z.object({
   against: z
@@ -165,7 +166,7 @@ const drDrill = defineRunbook({
   phases: { preparation: '10m', backup: '30m', recovery: '1h', validation: '15m', reporting: '5m' },
   secrets: {
     ...PLATFORM_SECRETS,
-    secretsKey: { env: 'DRKIT_SECRETS_KEY', description: 'the inner key of the double-sealed secrets backup' },
+    secretsKey: SECRETS_KEY_SECRET,
   },
   steps: (step) => {
     const prepare = step({
@@ -213,7 +214,7 @@ const drDrill = defineRunbook({
               for (const kind of expectedKinds(ctx)) {
                 const m = await catalog.latest(kind);
                 if (m === undefined) throw new Error(`the store holds no complete ${kind} backup`);
-                found.push(artifactOf(m));
+                found.push(takenOf(componentOfKind(kind), m));
               }
               return found;
             });
@@ -594,21 +595,6 @@ const drDrill = defineRunbook({
     return [prepare, backup, verifyBackup, restore, validate, report, teardown, verdict];
   },
 });
-
-/** The manifest's facts a drill keeps of an artifact. */
-function artifactOf(m: Manifest): TakenArtifact {
-  return {
-    component: m.kind.startsWith('postgres') ? 'postgres' : m.kind.startsWith('redis') ? 'redis' : (m.kind as TakenArtifact['component']),
-    kind: m.kind,
-    id: m.id,
-    createdAt: m.createdAt,
-    tier: m.tier,
-    type: m.type,
-    size: m.object.size,
-    ...(m.plainSize !== undefined ? { plainSize: m.plainSize } : {}),
-    ...(m.parent !== undefined ? { parent: m.parent } : {}),
-  };
-}
 
 /** The environment without the drilled servers' passwords. */
 function withoutServerSecrets(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {

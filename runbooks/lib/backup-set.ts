@@ -53,6 +53,13 @@ export function kindsOfComponent(platform: Platform, component: BackupComponent)
   }
 }
 
+/** The component a catalog kind belongs to (companions such as postgres-globals to their component). */
+export function componentOfKind(kind: string): BackupComponent {
+  if (kind.startsWith('postgres')) return 'postgres';
+  if (kind.startsWith('redis')) return 'redis';
+  return kind === CONFIG_KIND ? 'config' : kind === SECRETS_KIND ? 'secrets' : 'files';
+}
+
 /** Every catalog kind a complete set of the environment holds (the daily tier's components). */
 export function expectedKinds(ctx: BaseContext<unknown>, tier: BackupTier = 'daily'): string[] {
   const platform = platformOf(ctx);

@@ -193,6 +193,12 @@ export const PLATFORM_SECRETS = {
   redisPassword: { env: 'REDISCLI_AUTH', optional: true, description: "Redis's AUTH password" },
 } as const satisfies Record<string, SecretDeclaration>;
 
+/** The inner key of the double-sealed secrets backup: runbooks that take or restore secrets declare it. */
+export const SECRETS_KEY_SECRET = {
+  env: 'DRKIT_SECRETS_KEY',
+  description: 'the inner key of the double-sealed secrets backup',
+} as const satisfies SecretDeclaration;
+
 /**
  * The platform section of the environment's `vars`, validated. Runs in --plan too (it only
  * reads the config). A bad section is RUNBOOK_CONFIG_INVALID naming every bad field.

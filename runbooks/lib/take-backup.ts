@@ -74,8 +74,8 @@ export function fullFilesOf(platform: Platform, tier: BackupTier): boolean {
   return platform.backup.tiers[tier]?.fullFiles ?? (tier === 'weekly' || tier === 'monthly');
 }
 
-/** A manifest as the artifact the run reports. */
-function takenOf(component: BackupComponent, manifest: Manifest): TakenArtifact {
+/** A manifest as the artifact a run reports (also for backups a drill finds already stored). */
+export function takenOf(component: BackupComponent, manifest: Manifest): TakenArtifact {
   return {
     component,
     kind: manifest.kind,
