@@ -139,6 +139,24 @@ describe('dr-drill', () => {
     expect(readdirSync(scratchDir)).toEqual([]);
   }, 240_000);
 
+  it('--against the environment itself rebuilds it from the fresh backup and grades the rebuild the same way', async () => {
+    const usersBefore = await users();
+    const report = join(platform.dir, 'reports', 'drill-self.md');
+    const outcome = await platform.runbook('dr-drill', ['--yes', '--against', 'sandbox', '--report', report], { config });
+    expect(outcome.code, outcome.stdout + outcome.stderr).toBe(0);
+    const items = readSummary(report).checklist.items;
+    expect(items.filter((i) => !i.passed)).toEqual([]);
+    expect(items.find((i) => i.id === 'postgres-restored')?.evidence).toMatch(/into sandbox, backup \d{8}T/);
+    // The platform itself was rebuilt: the damaged-aside copy of its database is kept, its data is back, its app answers.
+    const databases = await platform.sql(async (c) =>
+      (await c.query<{ datname: string }>('SELECT datname FROM pg_database')).rows.map((r) => r.datname),
+    );
+    expect(databases.some((d) => d.startsWith(`${platform.database}_damaged_`))).toBe(true);
+    expect(await users()).toBe(usersBefore);
+    expect((await fetch(`${platform.app.url}/health`)).status).toBe(200);
+    expect(readdirSync(scratchDir)).toEqual([]);
+  }, 240_000);
+
   it('--against another environment is refused before anything is touched', async () => {
     const outcome = await platform.runbook('dr-drill', ['--yes', '--against', 'staging'], { config });
     expect(outcome.code).toBe(1);
