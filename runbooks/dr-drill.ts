@@ -329,15 +329,8 @@ const drDrill = defineRunbook({
                 else if (event.kind === 'progress') ctx.progress(event.progress);
               },
             });
-            child = {
-              runId: result.runId,
-              status: result.status,
-              exitCode: result.exitCode,
-              steps: result.steps,
-              outputs: result.outputs,
-              ...(result.report ? { report: result.report } : {}),
-              ...(result.error ? { error: result.error } : {}),
-            };
+            // A run's result is a child run's result, and more.
+            child = result;
             reportFile = result.files?.markdown;
             const app = p.drill?.app;
             target = {

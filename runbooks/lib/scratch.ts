@@ -10,7 +10,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { createCommandController, createShell, silentLogger } from '@drkit/runbook';
+import { createCommandController, createShell, type ServiceController, silentLogger } from '@drkit/runbook';
 import { findRedisServer, getFreePort, type PostgresSandbox, startPostgres } from '@drkit/sandbox';
 
 /** Options of {@link startScratch}. */
@@ -25,14 +25,7 @@ export interface ScratchOptions {
 export interface Scratch {
   dir: string;
   postgres: PostgresSandbox;
-  redis: {
-    port: number;
-    url: string;
-    dataDir: string;
-    pidFile: string;
-    /** The `command` service entry that starts and stops it. */
-    service: Record<string, unknown>;
-  };
+  redis: RedisDaemon;
   filesDir: string;
   envFile: string;
   /** The port the application is to listen on, and its pid file. */
@@ -67,6 +60,68 @@ async function stopPidFile(pidFile: string): Promise<void> {
   if (alive(pid)) process.kill(pid, 'SIGKILL');
 }
 
+/** A redis-server running as a daemon, stopped and started through its `command` service entry. */
+export interface RedisDaemon {
+  port: number;
+  url: string;
+  /** Its `dir`, where the dump file lives. */
+  dataDir: string;
+  pidFile: string;
+  /** The `command` service entry that starts and stops it. */
+  service: Record<string, unknown>;
+  /** A controller of that entry. */
+  controller: ServiceController;
+  /** Stops it (SIGTERM, then SIGKILL after 5 s). */
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts redis-server as a daemon with its own config, data dir and pid file under `dir`,
+ * saving nothing by itself (an RDB restore places the file; the server must not overwrite it).
+ */
+export async function startRedisDaemon(dir: string): Promise<RedisDaemon> {
+  const dataDir = join(dir, 'data');
+  const pidFile = join(dir, 'redis.pid');
+  mkdirSync(dataDir, { recursive: true });
+  const port = await getFreePort();
+  const conf = join(dir, 'redis.conf');
+  writeFileSync(
+    conf,
+    [
+      `port ${port}`,
+      'bind 127.0.0.1',
+      `dir ${dataDir}`,
+      'dbfilename dump.rdb',
+      'daemonize yes',
+      `pidfile ${pidFile}`,
+      `logfile ${join(dir, 'redis.log')}`,
+      'save ""',
+      'appendonly no',
+      // Backups pull the RDB over the replication protocol: no reason to wait for more replicas.
+      'repl-diskless-sync-delay 0',
+    ].join('\n'),
+  );
+  const service = {
+    type: 'command',
+    start: `${quote(findRedisServer())} ${quote(conf)}`,
+    pidFile,
+    logs: `tail -n "\${DRKIT_LOG_LINES:-100}" ${quote(join(dir, 'redis.log'))}`,
+    startTimeoutMs: 15_000,
+    stopTimeoutMs: 15_000,
+  };
+  const controller = createCommandController('redis', service as Parameters<typeof createCommandController>[1], {
+    shell: createShell(),
+    log: silentLogger,
+  });
+  try {
+    await controller.start();
+  } catch (error) {
+    await stopPidFile(pidFile);
+    throw error;
+  }
+  return { port, url: `redis://127.0.0.1:${port}/0`, dataDir, pidFile, service, controller, stop: () => stopPidFile(pidFile) };
+}
+
 /**
  * Starts the scratch servers: PostgreSQL (nothing restored yet) and redis-server as a daemon
  * with its own config, dir and pid file. Everything lives in one temp dir that `stop()`
@@ -77,17 +132,14 @@ export async function startScratch(options: ScratchOptions = {}): Promise<Scratc
   mkdirSync(parent, { recursive: true });
   const dir = mkdtempSync(join(parent, 'drkit-drill-'));
   const redisDir = join(dir, 'redis');
-  const dataDir = join(redisDir, 'data');
-  const pidFile = join(redisDir, 'redis.pid');
   const appPidFile = join(dir, 'app', 'app.pid');
-  mkdirSync(dataDir, { recursive: true });
   mkdirSync(join(dir, 'app'), { recursive: true });
   const filesDir = join(dir, 'files');
   const envFile = join(dir, 'app', '.env');
 
   const stops: (() => Promise<void>)[] = [];
   const onExit = () => {
-    for (const file of [appPidFile, pidFile]) {
+    for (const file of [appPidFile, join(redisDir, 'redis.pid')]) {
       try {
         const pid = Number(readFileSync(file, 'utf8').trim());
         if (pid > 1) process.kill(pid, 'SIGKILL');
@@ -107,43 +159,14 @@ export async function startScratch(options: ScratchOptions = {}): Promise<Scratc
     });
     stops.push(() => postgres.stop());
 
-    const port = await getFreePort();
-    const conf = join(redisDir, 'redis.conf');
-    writeFileSync(
-      conf,
-      [
-        `port ${port}`,
-        'bind 127.0.0.1',
-        `dir ${dataDir}`,
-        'dbfilename dump.rdb',
-        'daemonize yes',
-        `pidfile ${pidFile}`,
-        `logfile ${join(redisDir, 'redis.log')}`,
-        // The drill restores the RDB by placing the file; the server must not overwrite it with its own saves.
-        'save ""',
-        'appendonly no',
-      ].join('\n'),
-    );
-    const service = {
-      type: 'command',
-      start: `${quote(findRedisServer())} ${quote(conf)}`,
-      pidFile,
-      logs: `tail -n "\${DRKIT_LOG_LINES:-100}" ${quote(join(redisDir, 'redis.log'))}`,
-      startTimeoutMs: 15_000,
-      stopTimeoutMs: 15_000,
-    };
-    const controller = createCommandController('redis', service as Parameters<typeof createCommandController>[1], {
-      shell: createShell(),
-      log: silentLogger,
-    });
-    stops.push(() => stopPidFile(pidFile));
-    await controller.start();
+    const redis = await startRedisDaemon(redisDir);
+    stops.push(() => redis.stop());
     stops.push(() => stopPidFile(appPidFile));
 
     return {
       dir,
       postgres,
-      redis: { port, url: `redis://127.0.0.1:${port}/0`, dataDir, pidFile, service },
+      redis,
       filesDir,
       envFile,
       app: { port: await getFreePort(), pidFile: appPidFile, log: join(dir, 'app', 'app.log') },

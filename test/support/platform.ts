@@ -19,10 +19,11 @@ import { backupPostgres, type PostgresBackup } from '@drkit/postgres-backup';
 import { backupRedis, type RedisBackup } from '@drkit/redis-backup';
 import { createCommandController, createShell, type ServiceController, silentLogger } from '@drkit/runbook';
 import { type Catalog, createCatalog, type Manifest, openStore } from '@drkit/s3-store';
-import { findRedisServer, getFreePort, type PostgresSandbox, type S3Sandbox, startPostgres, startS3 } from '@drkit/sandbox';
+import { getFreePort, type PostgresSandbox, type S3Sandbox, startPostgres, startS3 } from '@drkit/sandbox';
 import pg from 'pg';
 import { demoAppService, seedDemo } from '../../examples/demo-app/src/index.ts';
 import { type HttpRecorder, startHttpRecorder } from '../../packages/runbook/test/support/http-recorder.ts';
+import { startRedisDaemon } from '../../runbooks/lib/scratch.ts';
 import { backupSecrets } from '../../runbooks/lib/secrets.ts';
 
 /** The repository root. */
@@ -138,8 +139,6 @@ async function killPidFile(pidFile: string): Promise<void> {
   }
 }
 
-const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
-
 /** Starts the whole platform. */
 export async function startPlatform(options: PlatformOptions = {}): Promise<TestPlatform> {
   const dir = mkdtempSync(join(tmpdir(), 'drkit-platform-'));
@@ -170,39 +169,9 @@ export async function startPlatform(options: PlatformOptions = {}): Promise<Test
     const publicDbUrl = `postgres://${encodeURIComponent(pgServer.user)}@${pgServer.host}:${pgServer.port}/${database}`;
 
     // redis-server as a daemon with a pid file: what a runbook stops and starts.
-    const redisDir = join(dir, 'redis');
-    const redisData = join(redisDir, 'data');
-    mkdirSync(redisData, { recursive: true });
-    const redisPort = await getFreePort();
-    const redisPid = join(redisDir, 'redis.pid');
-    const redisConf = join(redisDir, 'redis.conf');
-    writeFileSync(
-      redisConf,
-      [
-        `port ${redisPort}`,
-        'bind 127.0.0.1',
-        `dir ${redisData}`,
-        'dbfilename dump.rdb',
-        'daemonize yes',
-        `pidfile ${redisPid}`,
-        `logfile ${join(redisDir, 'redis.log')}`,
-        'save ""',
-        'appendonly no',
-        'repl-diskless-sync-delay 0',
-      ].join('\n'),
-    );
-    const redisService = {
-      type: 'command' as const,
-      start: `${q(findRedisServer())} ${q(redisConf)}`,
-      pidFile: redisPid,
-      logs: `tail -n "\${DRKIT_LOG_LINES:-100}" ${q(join(redisDir, 'redis.log'))}`,
-      startTimeoutMs: 15_000,
-      stopTimeoutMs: 15_000,
-    };
-    const redisController = createCommandController('redis', redisService, { shell: createShell(), log: silentLogger });
-    await redisController.start();
-    cleanups.push(() => killPidFile(redisPid));
-    const redisUrl = `redis://127.0.0.1:${redisPort}/0`;
+    const redisDaemon = await startRedisDaemon(join(dir, 'redis'));
+    cleanups.push(() => killPidFile(redisDaemon.pidFile));
+    const { port: redisPort, url: redisUrl, dataDir: redisData, service: redisService, controller: redisController } = redisDaemon;
 
     const uploadsDir = join(dir, 'srv', 'uploads');
     const envFile = join(dir, 'srv', '.env');
