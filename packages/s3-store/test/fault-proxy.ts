@@ -28,7 +28,7 @@ export interface RecordedRequest {
   /** The status the client got; undefined when the connection was reset. */
   status?: number;
   /** The fault injected, if any. */
-  fault?: 'fail' | 'reset' | 'cut' | 'rewrite';
+  fault?: 'fail' | 'reset' | 'cut' | 'rewrite' | 'hold';
 }
 
 /** Which requests a fault applies to. @default every request */
@@ -38,7 +38,8 @@ type Rule =
   | { kind: 'fail'; remaining: number; match: RequestMatcher; status: number; code: string }
   | { kind: 'reset'; remaining: number; match: RequestMatcher }
   | { kind: 'cut'; remaining: number; match: RequestMatcher; afterBytes: number }
-  | { kind: 'rewrite'; remaining: number; match: RequestMatcher; headers: Record<string, string> };
+  | { kind: 'rewrite'; remaining: number; match: RequestMatcher; headers: Record<string, string> }
+  | { kind: 'hold'; remaining: number; match: RequestMatcher; released: Promise<void> };
 
 /** A running proxy. */
 export interface FaultProxy {
@@ -54,6 +55,11 @@ export interface FaultProxy {
   cutNext(count: number, afterBytes: number, options?: { match?: RequestMatcher }): void;
   /** Replaces response headers of the next `count` matching requests. */
   rewriteNext(count: number, headers: Record<string, string>, options?: { match?: RequestMatcher }): void;
+  /**
+   * Forwards the next `count` matching requests but keeps their responses back until the
+   * returned function is called: a request that is deterministically still in flight.
+   */
+  holdNext(count: number, options?: { match?: RequestMatcher }): () => void;
   /** Forgets the recorded requests and pending faults. */
   reset(): void;
   close(): Promise<void>;
@@ -92,7 +98,8 @@ export async function startFaultProxy(target: string): Promise<FaultProxy> {
   const forward = (req: IncomingMessage, res: ServerResponse, record: RecordedRequest, rule: Rule | undefined) => {
     const out = httpRequest(
       { host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers, agent: false },
-      (upstreamRes) => {
+      async (upstreamRes) => {
+        if (rule?.kind === 'hold') await rule.released;
         const headers = { ...upstreamRes.headers, ...(rule?.kind === 'rewrite' ? rule.headers : {}) };
         res.writeHead(upstreamRes.statusCode ?? 502, headers);
         record.status = upstreamRes.statusCode ?? 502;
@@ -203,6 +210,14 @@ export async function startFaultProxy(target: string): Promise<FaultProxy> {
     },
     rewriteNext(count, headers, options = {}) {
       rules.push({ kind: 'rewrite', remaining: count, match: options.match ?? all, headers });
+    },
+    holdNext(count, options = {}) {
+      let release = () => {};
+      const released = new Promise<void>((resolve) => {
+        release = resolve;
+      });
+      rules.push({ kind: 'hold', remaining: count, match: options.match ?? all, released });
+      return release;
     },
     reset() {
       requests.length = 0;
