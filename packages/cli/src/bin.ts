@@ -1,5 +1,12 @@
 #!/usr/bin/env node
+import module from 'node:module';
 import { main } from './main.js';
+
+// PostgreSQL starts wal-push and wal-fetch once per WAL segment: cache compiled code, and
+// load only those two commands (not every package) for them.
+module.enableCompileCache?.();
+const argv = process.argv.slice(2);
+const wal = argv[0] === 'wal-push' || argv[0] === 'wal-fetch' ? await import('./commands/wal.js') : undefined;
 
 const controller = new AbortController();
 // First signal: ask the running command to stop cleanly; a second one ends the process.
@@ -11,7 +18,7 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
 }
 
 process.exitCode = await main(
-  process.argv.slice(2),
+  argv,
   {
     stdout: process.stdout,
     stderr: process.stderr,
@@ -19,5 +26,5 @@ process.exitCode = await main(
     env: process.env,
     isTTY: Boolean(process.stdin.isTTY && process.stdout.isTTY),
   },
-  { signal: controller.signal },
+  { signal: controller.signal, ...(wal ? { commands: [wal.walPushCommand, wal.walFetchCommand] } : {}) },
 );

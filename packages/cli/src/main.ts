@@ -1,6 +1,5 @@
 import { parseArgs } from 'node:util';
 import type { CliIo, Command } from './command.js';
-import { allCommands } from './commands/index.js';
 import { EXIT, UsageError } from './errors.js';
 import { renderCommandHelp, renderGroupHelp, renderRootHelp } from './help.js';
 import { VERSION } from './version.js';
@@ -58,7 +57,9 @@ export interface MainOptions {
  * code. Never calls `process.exit`, so it can run in-process in tests and other tools.
  */
 export async function main(argv: readonly string[], io: CliIo, options: MainOptions = {}): Promise<number> {
-  const commands = options.commands ?? allCommands;
+  // Loaded on demand: a command given its own list (wal-push, once per WAL segment) starts
+  // without loading every package.
+  const commands = options.commands ?? (await import('./commands/index.js')).allCommands;
   const signal = options.signal ?? new AbortController().signal;
   const words = [...argv];
   const first = words[0];

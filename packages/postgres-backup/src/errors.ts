@@ -22,6 +22,16 @@ export const PG_ERROR_CODES = [
   'PG_SWAP_FAILED',
   'PG_NOT_ENOUGH_DISK',
   'PG_TARGET_BUSY',
+  // Point-in-time recovery: base backups, the WAL archive, recovery.
+  'PG_BASE_BACKUP_FAILED',
+  'PG_WAL_NAME_INVALID',
+  'PG_WAL_UNREADABLE',
+  'PG_WAL_MISSING',
+  'PG_WAL_CONFLICT',
+  'PG_WAL_GAP',
+  'PG_TARGET_OUT_OF_WINDOW',
+  'PG_TARGET_DIR_NOT_EMPTY',
+  'PG_RECOVERY_FAILED',
   // Other.
   'PG_OPTIONS_INVALID',
   'PG_ABORTED',

@@ -17,6 +17,7 @@ export {
   type SealKeys,
   type ServerInfo,
 } from './backup.js';
+export { type BaseBackup, type BaseBackupOptions, type BaseBackupRecord, backupBase, POSTGRES_BASE_KIND } from './base-backup.js';
 export { type ConnectOptions, connect, libpqEnv, type PgTarget, pgTarget, redactUrl, withClient, withDatabase } from './connection.js';
 export { isPgBackupError, PG_ERROR_CODES, PgBackupError, type PgErrorCode } from './errors.js';
 export type { PgBackupEvent, PgBackupEventListener } from './events.js';
@@ -32,6 +33,12 @@ export {
   takeFingerprint,
 } from './fingerprint.js';
 export * from './health.js';
+export {
+  type PointInTimeRecovery,
+  type RecoveryTarget,
+  type RestorePointInTimeOptions,
+  restorePointInTime,
+} from './pitr.js';
 export { type PostgresRestore, type RestorePostgresOptions, restorePostgres } from './restore.js';
 export {
   classifyRestoreError,
@@ -50,3 +57,39 @@ export {
   type VerifyPostgresOptions,
   verifyPostgresBackup,
 } from './verify.js';
+export {
+  controlSystemId,
+  WAL_PREFIX,
+  type WalFetchOptions,
+  type WalPushOptions,
+  type WalPushResult,
+  walFetch,
+  walKey,
+  walPush,
+} from './wal.js';
+export {
+  assertContinuous,
+  type BaseBackupEntry,
+  type BaseCoverage,
+  listBaseBackups,
+  listWal,
+  pruneWal,
+  type VerifyWalArchiveOptions,
+  verifyWalArchive,
+  type WalArchiveEntry,
+  type WalArchiveReport,
+  type WalPruneResult,
+  walSystems,
+} from './wal-archive.js';
+export {
+  DEFAULT_WAL_SEGMENT_SIZE,
+  formatLsn,
+  parseLsn,
+  parseTimelineHistory,
+  parseWalName,
+  segmentName,
+  segmentNumber,
+  type TimelineSwitch,
+  type WalFileKind,
+  type WalName,
+} from './wal-names.js';

@@ -7,7 +7,7 @@ import { PgBackupError } from './errors.js';
 const run = promisify(execFile);
 
 /** The client programs drkit runs. */
-export type PgTool = 'pg_dump' | 'pg_dumpall' | 'pg_restore' | 'psql';
+export type PgTool = 'pg_dump' | 'pg_dumpall' | 'pg_restore' | 'psql' | 'pg_basebackup' | 'pg_verifybackup' | 'pg_ctl' | 'postgres';
 
 /** Where to look for the client tools. */
 export interface ToolOptions {

@@ -15,6 +15,7 @@ import { openCommand } from './open.js';
 import { backupPostgresCommand, restorePostgresCommand, verifyPostgresCommand } from './postgres.js';
 import { backupRedisCommand, restoreRedisCommand, verifyRedisCommand } from './redis.js';
 import { sealCommand } from './seal.js';
+import { walFetchCommand, walPushCommand } from './wal.js';
 
 /** Every built-in `drkit` command, in the order help lists them. */
 export const allCommands: readonly Command[] = [
@@ -44,4 +45,6 @@ export const allCommands: readonly Command[] = [
   haltVerifyCommand,
   haltReleaseCommand,
   haltAuditCommand,
+  walPushCommand,
+  walFetchCommand,
 ] as unknown as Command[];
