@@ -3,7 +3,7 @@
 // restore_command. Rows are inserted at known times around a base backup and a moment T, the
 // cluster is destroyed, and the recovery to T must hold exactly the rows committed before T.
 import { execFile } from 'node:child_process';
-import { chmod, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -22,6 +22,8 @@ import { type Catalog, createCatalog, createFsStore, type Store } from '@drkit/s
 import { type PostgresSandbox, startPostgres } from '@drkit/sandbox';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { main } from '../src/index.js';
+import { memoryIo } from './io.js';
 
 const run = promisify(execFile);
 const bin = fileURLToPath(new URL('../dist/bin.js', import.meta.url));
@@ -368,5 +370,69 @@ describe('WAL retention and gaps', () => {
       await server.stop();
       await localStore.close();
     }
+  }, 120_000);
+});
+
+describe('the drkit commands', () => {
+  it('backup postgres-base, restore point-in-time --to, wal verify and wal prune, as an operator runs them', async () => {
+    const local = await mkdtemp(join(dir, 'commands-'));
+    await chmod(local, 0o777);
+    const storeUrl = `file://${local}`;
+    const env = { DRKIT_STORE: storeUrl, DRKIT_KEY_FILE: keyFile };
+    const drkit = async (argv: string[], extra: NodeJS.ProcessEnv = {}) => {
+      const io = memoryIo({ ...env, ...extra });
+      const code = await main(argv, io);
+      return { code, out: io.out(), err: io.err() };
+    };
+    const command = `'${process.execPath}' '${bin}' wal-push --store '${storeUrl}' --key-file '${keyFile}' %p`;
+    const server = await startPostgres({ settings: { archive_mode: 'on', archive_command: command, wal_level: 'replica' } });
+    const client = new pg.Client(server.connection());
+    await client.connect();
+    let to: Date;
+    try {
+      await client.query('CREATE TABLE orders (id serial PRIMARY KEY)');
+      await client.query('INSERT INTO orders SELECT FROM generate_series(1, 10)');
+      const base = await drkit(['backup', 'postgres-base', '--url', server.url()]);
+      expect(base.code).toBe(0);
+      expect(base.out.trim()).toMatch(/^\d{8}T\d{9}Z-[0-9a-f]{6}$/);
+      expect(base.err).not.toContain(server.password);
+      await client.query('INSERT INTO orders SELECT FROM generate_series(1, 5)');
+      await sleep(50);
+      to = new Date();
+      await sleep(50);
+      await client.query('INSERT INTO orders SELECT FROM generate_series(1, 7)');
+      await archiveCurrentWal(client);
+    } finally {
+      await client.end();
+      await server.stop();
+    }
+
+    const verified = await drkit(['wal', 'verify']);
+    expect(verified.code).toBe(0);
+    expect(verified.out).toMatch(/recovery window: \S+ to \S+/);
+
+    const noZone = await drkit(['restore', 'point-in-time', '--to', '2026-11-22 10:00', '--into', join(local, 'x'), '--url', server.url()]);
+    expect(noZone.code).toBe(2);
+    expect(noZone.err).toContain('needs a time with its zone');
+
+    const into = join(dir, 'commands-recovered');
+    const restored = await drkit(['restore', 'point-in-time', '--to', to.toISOString(), '--into', into, '--url', server.url('postgres')]);
+    expect(restored.code, restored.err).toBe(0);
+    expect(restored.err).not.toContain(server.password);
+    const port = Number(restored.out.trim());
+    const check = new pg.Client({ host: '127.0.0.1', port, user: server.user, password: server.password, database: 'postgres' });
+    await check.connect();
+    try {
+      expect((await query<{ n: string }>(check, 'SELECT count(*) AS n FROM orders'))[0]?.n).toBe('15');
+    } finally {
+      await check.end();
+      // The recovered server runs as the data directory's owner: stop it as that account.
+      const owner = await stat(into);
+      await run(join(server.binDir, 'pg_ctl'), ['stop', '-D', into, '-m', 'fast'], { uid: owner.uid, gid: owner.gid });
+    }
+
+    const pruned = await drkit(['wal', 'prune', '--dry-run']);
+    expect(pruned.code).toBe(0);
+    expect(pruned.out).toMatch(/would delete \d+ files before [0-9A-F]{24}; \d+ kept/);
   }, 120_000);
 });

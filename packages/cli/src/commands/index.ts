@@ -12,6 +12,7 @@ import { backupFilesCommand, filesDiffCommand, filesListCommand, filesWhichComma
 import { haltAuditCommand, haltEngageCommand, haltReleaseCommand, haltStatusCommand, haltVerifyCommand } from './halt.js';
 import { keyGenerateCommand } from './key.js';
 import { openCommand } from './open.js';
+import { backupBaseCommand, restorePointInTimeCommand, walPruneCommand, walVerifyCommand } from './pitr.js';
 import { backupPostgresCommand, restorePostgresCommand, verifyPostgresCommand } from './postgres.js';
 import { backupRedisCommand, restoreRedisCommand, verifyRedisCommand } from './redis.js';
 import { sealCommand } from './seal.js';
@@ -45,6 +46,10 @@ export const allCommands: readonly Command[] = [
   haltVerifyCommand,
   haltReleaseCommand,
   haltAuditCommand,
+  backupBaseCommand,
+  restorePointInTimeCommand,
   walPushCommand,
   walFetchCommand,
+  walVerifyCommand,
+  walPruneCommand,
 ] as unknown as Command[];
