@@ -22,6 +22,12 @@ const postgresSchema = z.strictObject({
   maintenanceDatabase: text.optional(),
   /** The table the plan counts after a restore (`SELECT COUNT(*) FROM users`). @default "users" */
   countTable: text.default('users'),
+  /**
+   * Point-in-time recovery: where recovered clusters get their new data directories
+   * (`<dir>/pitr-<time>`), the OS account they run as when the runbook runs as root, and a
+   * fixed port for them (default: a free one).
+   */
+  pitr: z.strictObject({ dir: text, osUser: text.optional(), port: z.number().int().min(1).max(65535).optional() }).optional(),
 });
 
 /** `vars.redis`: the application's Redis. */
