@@ -67,7 +67,11 @@ export default defineConfig({
       lock: { store: 's3://jarvis-backups/locks?region=us-east-1' },
       vars: {
         backups: 'backups',
-        postgres: { url: 'postgres://jarvis_user@jarvis-prod-postgres.internal:5432/jarvis_db' },
+        postgres: {
+          url: 'postgres://jarvis_user@jarvis-prod-postgres.internal:5432/jarvis_db',
+          // Point-in-time recoveries make a new server here (the plan's "-recovery" instance).
+          pitr: { dir: '/var/lib/postgresql/recovery', osUser: 'postgres', port: 5433 },
+        },
         redis: { url: 'redis://redis.jarvis.svc:6379/0', service: 'redis', dataDir: '/data', dbFilename: 'dump.rdb' },
         files: { root: '/var/lib/jarvis/uploads' },
         app: {
@@ -129,7 +133,7 @@ export default defineConfig({
       },
       notify: { incidents: { type: 'slack', webhookUrl: { env: 'SLACK_WEBHOOK_URL' }, channel: '#incidents' } },
       vars: {
-        postgres: { url: 'postgres://jarvis_user@localhost:5432/jarvis_db', service: 'postgres' },
+        postgres: { url: 'postgres://jarvis_user@localhost:5432/jarvis_db', service: 'postgres', pitr: { dir: '/srv/jarvis/recovery' } },
         redis: { url: 'redis://localhost:6379/0', service: 'redis', dataDir: '/srv/jarvis/redis-data' },
         files: { root: '/srv/jarvis/uploads' },
         app: {
@@ -159,7 +163,7 @@ export default defineConfig({
       },
       notify: { console: { type: 'stdout' }, timeline: { type: 'file', path: `${sandbox.dir}/incidents.jsonl` } },
       vars: {
-        postgres: { url: sandbox.pg },
+        postgres: { url: sandbox.pg, pitr: { dir: `${sandbox.dir}/recovery` } },
         redis: { url: sandbox.redis },
         files: { root: `${sandbox.dir}/uploads` },
         app: {

@@ -17,6 +17,7 @@ const REQUIRED: Record<string, string[]> = {
   'accidental-file-deletion': ['--path', 'uploads/2025/10/'],
   'treasury-emergency': ['--reason', 'DR drill'],
   'security-breach': ['--breach-time', '2026-11-01T00:00:00Z', '--known-good', 'v1.2.3'],
+  'point-in-time-recovery': ['--to', '2026-11-22T10:00:00Z'],
 };
 
 /** The environments of the example config: Kubernetes, Docker Compose, this machine. */
