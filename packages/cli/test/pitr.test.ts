@@ -81,15 +81,17 @@ async function insertRows(client: pg.Client, label: string, count: number): Prom
 async function archiveCurrentWal(client: pg.Client): Promise<string> {
   const [switched] = await query<{ wal: string }>(client, 'SELECT pg_walfile_name(pg_switch_wal()) AS wal');
   const wal = switched?.wal as string;
+  let failed: string | null | undefined;
   for (let i = 0; i < 300; i++) {
     const [status] = await query<{ last: string | null; failed: string | null }>(
       client,
       'SELECT last_archived_wal AS last, last_failed_wal AS failed FROM pg_stat_archiver',
     );
     if (status?.last && status.last >= wal) return wal;
+    failed = status?.failed;
     await new Promise((r) => setTimeout(r, 100));
   }
-  throw new Error(`segment ${wal} was not archived within 30 s`);
+  throw new Error(`segment ${wal} was not archived within 30 s${failed ? ` (archive_command failed on ${failed})` : ''}`);
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -168,6 +170,37 @@ describe('point-in-time recovery', () => {
       verify: async (c) => ({ ids: (await query<{ id: number }>(c, 'SELECT id FROM events ORDER BY id')).map((r) => r.id) }),
     });
     expect(recovered.checks.ids).toEqual([...beforeT, ...afterT]);
+  }, 120_000);
+
+  it('follows the new timeline: the recovered server archives it, and the archive is continuous across the switch', async () => {
+    const recovered = await restorePointInTime({
+      catalog,
+      keys,
+      target: 'latest',
+      into: join(dir, 'recovered-archiving'),
+      restoreCommand: walCommand('wal-fetch', '%f %p'),
+      login,
+      archiveOff: false,
+      settings: { archive_mode: 'on', archive_command: walCommand('wal-push', '%p') },
+    });
+    try {
+      const c = new pg.Client({ host: '127.0.0.1', port: recovered.port, ...login, database: 'postgres' });
+      await c.connect();
+      try {
+        await c.query("INSERT INTO events (label) VALUES ('on-timeline-2')");
+        const wal = await archiveCurrentWal(c);
+        expect(wal.slice(0, 8)).toBe('00000002');
+      } finally {
+        await c.end();
+      }
+    } finally {
+      await recovered.stop();
+    }
+    const [report] = await verifyWalArchive({ catalog, keys });
+    expect(report?.timelines).toContainEqual(expect.objectContaining({ timeline: 2, parent: 1 }));
+    expect(report?.bases[0]?.timelines).toEqual([1, 2]);
+    expect(report?.bases[0]?.lastWal.slice(0, 8)).toBe('00000002');
+    expect(report?.ok, report?.problems.join('; ')).toBe(true);
   }, 120_000);
 
   it('refuses a directory that is not empty and leaves it as it was', async () => {

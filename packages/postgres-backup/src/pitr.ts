@@ -54,6 +54,8 @@ export interface RestorePointInTimeOptions {
   keepRunning?: boolean;
   /** Keep WAL archiving off on the recovered server, so it cannot write into the archive it came from. @default true */
   archiveOff?: boolean;
+  /** More settings for the recovered server (written to postgresql.auto.conf), e.g. its own archive_command. */
+  settings?: Record<string, string>;
   /** @default 30 minutes */
   timeoutMs?: number;
   binDir?: string;
@@ -220,6 +222,7 @@ export async function restorePointInTime(options: RestorePointInTimeOptions): Pr
           ? { recovery_target_lsn: target.lsn, recovery_target_inclusive: options.inclusive ? 'on' : 'off' }
           : {}),
       ...(options.archiveOff === false ? {} : { archive_mode: 'off' }),
+      ...options.settings,
     };
     await appendFile(
       `${into}/postgresql.auto.conf`,
