@@ -83,8 +83,11 @@ export default defineConfig({
         envFile: '/etc/jarvis/.env',
         // The backup runbook's tiers and retention, and the RPO verify-backups holds them to:
         // the first plan's daily/weekly/monthly tiers plus the second plan's hourly one, whose
-        // RPO table gives user data 1 hour (trading transactions' RPO 0 needs WAL archiving).
+        // RPO table gives user data 1 hour. Trading transactions' RPO 0 needs synchronous
+        // replication; the daily base backup plus the WAL archive (archive_command = drkit
+        // wal-push) give point-in-time recovery (docs/PITR.md).
         backup: {
+          components: ['postgres', 'postgres-base', 'redis', 'files', 'config', 'secrets'],
           configFiles: ['/etc/jarvis/docker-compose.yml', '/etc/jarvis/nginx.conf'],
           tiers: {
             hourly: { schedule: '0 * * * *', components: ['postgres', 'redis', 'files'] },
@@ -93,7 +96,7 @@ export default defineConfig({
             monthly: { schedule: '0 4 1 * *', fullFiles: true },
           },
           retention: { keepHourly: 168, keepDaily: 30, keepWeekly: 4, keepMonthly: 12 },
-          rpo: { postgres: '1h', 'redis-rdb': '1h', 'redis-logical': '1h', files: '1h', config: '24h', secrets: '24h' },
+          rpo: { postgres: '1h', 'postgres-base': '24h', 'redis-rdb': '1h', 'redis-logical': '1h', files: '1h', config: '24h', secrets: '24h' },
           metricsFile: '/var/lib/node_exporter/textfile/drkit.prom',
         },
         // The monthly drill rebuilds production's backups into scratch servers on the drill host

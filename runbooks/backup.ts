@@ -15,6 +15,7 @@
 //   tsx runbooks/backup.ts --env production --tier hourly --yes
 //   tsx runbooks/backup.ts --env staging --tier manual --components postgres --no-prune --yes
 
+import { POSTGRES_BASE_KIND, pruneWal } from '@drkit/postgres-backup';
 import { type BaseContext, defineRunbook, isMain, RunbookError, runbookCli, type StepContext } from '@drkit/runbook';
 import { describePolicy, type Manifest, planRetention, type RetentionItem, type RetentionPolicy, splitStoreUrls } from '@drkit/s3-store';
 import { z } from 'zod';
@@ -108,6 +109,7 @@ function policyOf(platform: Platform): RetentionPolicy {
 function missingConfig(platform: Platform, component: BackupComponent): string | undefined {
   switch (component) {
     case 'postgres':
+    case 'postgres-base':
       return platform.postgres ? undefined : 'vars.postgres is not configured';
     case 'redis':
       return platform.redis ? undefined : 'vars.redis is not configured';
@@ -267,6 +269,13 @@ const backup = defineRunbook({
       (ctx) =>
         `pg_dump ${databaseName(ctx)} (custom format, gzip level 9) and pg_dumpall --globals-only (roles, tablespaces), streamed sealed (AES-256-GCM)`,
     );
+    const base = componentStep(
+      'postgres-base',
+      'Take a base backup for point-in-time recovery',
+      '60m',
+      (ctx) =>
+        `pg_basebackup of the cluster of ${databaseName(ctx)} (tar, WAL included, fast checkpoint), sealed (AES-256-GCM); with the server archiving its WAL (drkit wal-push) it is where a point-in-time recovery starts`,
+    );
     const redis = componentStep('redis', 'Back up Redis (RDB snapshot and logical export with TTLs)', '20m', (ctx) => {
       const mode = platformOf(ctx).backup.redisMode;
       const what = {
@@ -294,7 +303,7 @@ const backup = defineRunbook({
       (ctx) =>
         `the secrets of ${required(ctx, 'envFile')} as JSON, sealed twice (the secrets key DRKIT_SECRETS_KEY inside, the backup key outside); their names are recorded, never their values`,
     );
-    const components = [postgres, redis, files, config, secrets] as const;
+    const components = [postgres, base, redis, files, config, secrets] as const;
 
     const verify = step({
       id: 'verify-uploads',
@@ -447,6 +456,9 @@ const backup = defineRunbook({
         const lines = [
           `delete from every copy of ${backupStoreUrl(ctx)} the ${kindsOf(platform, set.components).join(', ')} backups that "${describePolicy(policyOf(platform))}" no longer keeps (manifest first, then object)`,
           'never deleted: the last verified backup of each kind, any backup a kept incremental builds on, snapshots of a damaged state, and kinds this run did not take and verify',
+          ...(set.components.includes('postgres-base')
+            ? ['then the archived WAL older than the oldest kept base backup (nothing a kept base backup needs)']
+            : []),
         ];
         try {
           const planned = ctx.output(planPrune);
@@ -462,7 +474,8 @@ const backup = defineRunbook({
       },
       run: async (ctx) => {
         const planned = ctx.output(planPrune);
-        if (!planned.prune) return { deleted: [] as string[], kept: 0 };
+        if (!planned.prune) return { deleted: [] as string[], kept: 0, walDeleted: 0 };
+        let walDeleted = 0;
         // Decided again now, and only what both decisions drop goes: the confirmation showed
         // the earlier list, and nothing that has become needed since may be deleted.
         const approved = new Set(planned.drop.map((d) => d.id));
@@ -483,9 +496,17 @@ const backup = defineRunbook({
             kept += k.manifests.length - gone;
             ctx.log.info(`${k.kind}: kept ${k.manifests.length - gone}, deleted ${gone}`);
           }
+          // The WAL archive follows the base backups: what no kept base backup needs goes.
+          if (planned.kinds.includes(POSTGRES_BASE_KIND))
+            for (const r of await pruneWal({ catalog })) {
+              walDeleted += r.deleted.length;
+              ctx.log.info(
+                `WAL of cluster ${r.systemId}: ${r.reason ?? `deleted ${r.deleted.length} files before ${r.keepFrom}, kept ${r.kept}`}`,
+              );
+            }
         });
         ctx.log.info(`retention applied: ${deleted.length} backups deleted, ${kept} kept`);
-        return { deleted, kept };
+        return { deleted, kept, walDeleted };
       },
     });
 

@@ -16,6 +16,8 @@
 //   tsx runbooks/verify-backups.ts --env production
 //   tsx runbooks/verify-backups.ts --env production --kinds postgres,files --no-decrypt
 
+import { describeArchive } from '@drkit/cli';
+import { POSTGRES_BASE_KIND, verifyWalArchive } from '@drkit/postgres-backup';
 import { type BaseContext, defineRunbook, isMain, RunbookError, runbookCli, type StepContext } from '@drkit/runbook';
 import type { Catalog, Manifest } from '@drkit/s3-store';
 import { z } from 'zod';
@@ -392,6 +394,33 @@ const verifyBackups = defineRunbook({
       },
     });
 
+    // With base backups in the set, point-in-time recovery depends on the WAL archive too:
+    // a gap in it silently shortens how far a recovery can go.
+    const walArchive = step({
+      id: 'wal-archive',
+      title: 'Check the WAL archive is continuous from every base backup',
+      phase: 'verification',
+      readOnly: true,
+      idempotent: true,
+      timeout: '10m',
+      plan: (ctx) =>
+        kindsOf(ctx).includes(POSTGRES_BASE_KIND)
+          ? `list the archived WAL in ${backupStoreUrl(ctx)} and check it has no gap from each base backup on; report the recovery window`
+          : 'skipped: no base backups in the set (vars.backup.components has no postgres-base)',
+      run: async (ctx) => {
+        const { kinds } = ctx.output(inventory);
+        if (!kinds.some((k) => k.kind === POSTGRES_BASE_KIND)) return { checked: false, problems: [] as string[], windows: [] as string[] };
+        const keys = backupKeys(ctx);
+        const reports = await withBackups(ctx, ({ catalog }) => verifyWalArchive({ catalog, keys, signal: ctx.signal }));
+        for (const report of reports) for (const line of describeArchive(report)) ctx.log[report.ok ? 'info' : 'warn'](line);
+        return {
+          checked: true,
+          problems: reports.flatMap((r) => r.problems),
+          windows: reports.flatMap((r) => r.windows.map((w) => `${w.from.toISOString()} to ${w.to.toISOString()}`)),
+        };
+      },
+    });
+
     const verdict = step({
       id: 'verdict',
       title: 'Verdict: every kind present, within its RPO and decrypting',
@@ -429,6 +458,7 @@ const verifyBackups = defineRunbook({
           if (problems.length > 0) failures.push(`${row.kind}: ${problems.join('; ')}`);
         }
         if (written?.error) failures.push(`metrics: ${written.path} could not be written (${written.error})`);
+        for (const problem of ctx.output(walArchive).problems) failures.push(`WAL archive: ${problem}`);
         if (failures.length > 0)
           throw new Error(
             `${failures.length} of ${kinds.length + (written?.error ? 1 : 0)} checks failed in ${ctx.environment}: ${failures.join(' | ')}`,
@@ -438,7 +468,7 @@ const verifyBackups = defineRunbook({
       },
     });
 
-    return [inventory, freshness, decrypt, metrics, verdict];
+    return [inventory, freshness, decrypt, walArchive, metrics, verdict];
   },
 });
 

@@ -6,6 +6,7 @@
 // environment's `vars` here, once, so the three agree.
 
 import { type OpenKeys, open } from '@drkit/crypto-stream';
+import { POSTGRES_BASE_KIND } from '@drkit/postgres-backup';
 import type { BaseContext } from '@drkit/runbook';
 import { type Catalog, type Manifest, readStored } from '@drkit/s3-store';
 import { type BackupComponent, type Platform, platformOf } from './platform.ts';
@@ -40,6 +41,8 @@ export function kindsOfComponent(platform: Platform, component: BackupComponent)
   switch (component) {
     case 'postgres':
       return ['postgres'];
+    case 'postgres-base':
+      return [POSTGRES_BASE_KIND];
     case 'redis':
       return platform.backup.redisMode === 'both'
         ? ['redis-rdb', 'redis-logical']
@@ -55,6 +58,7 @@ export function kindsOfComponent(platform: Platform, component: BackupComponent)
 
 /** The component a catalog kind belongs to (companions such as postgres-globals to their component). */
 export function componentOfKind(kind: string): BackupComponent {
+  if (kind === POSTGRES_BASE_KIND) return 'postgres-base';
   if (kind.startsWith('postgres')) return 'postgres';
   if (kind.startsWith('redis')) return 'redis';
   return kind === CONFIG_KIND ? 'config' : kind === SECRETS_KIND ? 'secrets' : 'files';

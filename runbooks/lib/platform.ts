@@ -71,7 +71,9 @@ const hooksSchema = z.strictObject({
 });
 
 /** The parts of the backup set, as the first plan lists them. */
-export const BACKUP_COMPONENTS = ['postgres', 'redis', 'files', 'config', 'secrets'] as const;
+// postgres-base (a physical base backup for point-in-time recovery) is taken only when a tier or
+// vars.backup.components names it: it is worth having only with the server archiving its WAL.
+export const BACKUP_COMPONENTS = ['postgres', 'postgres-base', 'redis', 'files', 'config', 'secrets'] as const;
 /** One part of the backup set. */
 export type BackupComponent = (typeof BACKUP_COMPONENTS)[number];
 

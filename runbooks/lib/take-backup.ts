@@ -16,7 +16,7 @@ import { isAbsolute, join, resolve } from 'node:path';
 import { VERSION } from '@drkit/cli';
 import { parseKeyFile, type StreamProgress, seal, sealingKeyId } from '@drkit/crypto-stream';
 import { backupFiles } from '@drkit/file-archive';
-import { backupPostgres } from '@drkit/postgres-backup';
+import { backupBase, backupPostgres } from '@drkit/postgres-backup';
 import { backupRedis } from '@drkit/redis-backup';
 import type { StepContext } from '@drkit/runbook';
 import { type Catalog, createCatalog, type Manifest, openStore, type Store, splitStoreUrls } from '@drkit/s3-store';
@@ -137,6 +137,15 @@ export async function backupComponent(
       if (result.globals) artifacts.push(takenOf('postgres', result.globals));
       else result.warnings.push('no roles and tablespaces companion (postgres-globals) was stored with this dump');
       return { artifacts, warnings: result.warnings };
+    }
+    case 'postgres-base': {
+      const url = databaseUrl(ctx);
+      const keys = backupKeys(ctx);
+      const result = await withBackups(ctx, ({ catalog }) => backupBase({ url, catalog, keys, tier, environment, signal, onEvent }));
+      ctx.log.info(
+        `stored base backup ${result.manifest.id}: ${result.base.startLsn} to ${result.base.stopLsn} on timeline ${result.base.timeline} (cluster ${result.base.systemId})`,
+      );
+      return { artifacts: [takenOf('postgres-base', result.manifest)], warnings: [] };
     }
     case 'redis': {
       const url = redisUrl(ctx);

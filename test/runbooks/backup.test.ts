@@ -496,3 +496,24 @@ describe('backup runbook', () => {
     expect(recorded.verification?.detail).toMatch(/us-west-2/);
   }, 120_000);
 });
+
+describe('the base backup component (point-in-time recovery)', () => {
+  it('--components postgres-base takes a pg_basebackup, verified on every copy, with its WAL positions in the manifest', async () => {
+    const outcome = await platform.runbook('backup', ['--tier', 'manual', '--components', 'postgres-base', '--no-prune', '--yes']);
+    expect(outcome.code, `${outcome.stdout}\n${outcome.stderr}`).toBe(0);
+    const bases = await platform.withCatalog((catalog) => catalog.list({ kind: 'postgres-base' }));
+    expect(bases).toHaveLength(1);
+    const base = bases[0] as Manifest;
+    expect(base.verification?.status, base.verification?.detail).toBe('passed');
+    const record = base.fingerprint as { startLsn: string; stopLsn: string; systemId: string; timeline: number };
+    expect(record.startLsn).toMatch(/^[0-9A-F]+\/[0-9A-F]+$/);
+    expect(record.timeline).toBe(1);
+    // The cluster's own system identifier, as the server reports it.
+    const systemId = await platform.sql(
+      async (c) => (await c.query<{ id: string }>('SELECT system_identifier::text AS id FROM pg_control_system()')).rows[0]?.id,
+    );
+    expect(record.systemId).toBe(systemId);
+    for (const region of [platform.east, platform.west])
+      expect(await objectIn(region, `backups/${base.object.key}`)).toEqual({ size: base.object.size, sha256: base.object.sha256 });
+  }, 180_000);
+});
