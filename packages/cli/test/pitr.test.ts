@@ -352,6 +352,42 @@ describe('wal-push and wal-fetch', () => {
 });
 
 describe('WAL retention and gaps', () => {
+  it('reports a base backup after which nothing was archived (archive_command missing or failing), once the grace period is over', async () => {
+    const local = await mkdtemp(join(dir, 'no-archive-'));
+    const localStore = createFsStore(local);
+    try {
+      const localCatalog = createCatalog(localStore);
+      const finished = new Date('2026-11-22T02:00:05Z');
+      await localCatalog.put({
+        kind: 'postgres-base',
+        createdAt: new Date('2026-11-22T02:00:00Z'),
+        source: { description: 'a base backup with no WAL after it' },
+        tool: { name: 'drkit', version: '0.1.0' },
+        compression: 'zstd',
+        encryption: { format: 'drkit-sealed/1', algorithm: 'aes-256-gcm', keyId: 'test' },
+        body: Buffer.from('not a real tar'),
+        fingerprint: {
+          systemId: '7000000000000000001',
+          timeline: 1,
+          startLsn: '0/2000028',
+          stopLsn: '0/2000100',
+          startWal: '000000010000000000000002',
+          stopWal: '000000010000000000000002',
+          walSegmentSize: 16 * 1024 * 1024,
+          startedAt: '2026-11-22T02:00:00.000Z',
+          stoppedAt: finished.toISOString(),
+        },
+      });
+      const soon = await verifyWalArchive({ catalog: localCatalog, keys, now: () => new Date(finished.getTime() + 60_000) });
+      expect(soon[0]?.problems).toEqual([]);
+      const [late] = await verifyWalArchive({ catalog: localCatalog, keys, now: () => new Date(finished.getTime() + 3_600_000) });
+      expect(late?.ok).toBe(false);
+      expect(late?.problems[0]).toContain('no WAL has been archived since base backup');
+    } finally {
+      await localStore.close();
+    }
+  });
+
   it('prunes WAL older than the oldest kept base backup, keeps what it needs, and reports a gap', async () => {
     const local = await mkdtemp(join(dir, 'retention-'));
     await chmod(local, 0o777);

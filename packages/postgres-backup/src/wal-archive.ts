@@ -122,6 +122,13 @@ export interface VerifyWalArchiveOptions {
   keys: OpenKeys;
   /** @default every cluster with base backups or WAL in the store */
   systemId?: string;
+  /**
+   * How long after the newest base backup finished the archive may still hold nothing newer
+   * before that counts as a problem (archiving is off or failing). @default 10 minutes
+   */
+  archiveGraceMs?: number;
+  /** The clock, for tests. @default () => new Date() */
+  now?: () => Date;
   signal?: AbortSignal;
 }
 
@@ -168,6 +175,21 @@ export async function verifyWalArchive(options: VerifyWalArchiveOptions): Promis
         problems.push(
           `WAL segment ${c.gap} is missing: base backup ${c.id} can recover only up to ${c.to.toISOString()} (segment ${c.lastWal})`,
         );
+    // The most likely failure of all: archive_command not set, or failing on every segment.
+    const newestBase = coverage.at(-1);
+    const lastBase = own.at(-1);
+    const graceMs = options.archiveGraceMs ?? 10 * 60_000;
+    const now = (options.now ?? (() => new Date()))();
+    if (
+      newestBase &&
+      lastBase &&
+      !newestBase.gap &&
+      newestBase.lastWal <= lastBase.base.stopWal &&
+      now.getTime() - newestBase.from.getTime() > graceMs
+    )
+      problems.push(
+        `no WAL has been archived since base backup ${newestBase.id} finished at ${newestBase.from.toISOString()}: is archive_command set to 'drkit wal-push %p' on the server, and does it succeed (pg_stat_archiver.last_failed_wal)? Or has the database had no writes since?`,
+      );
     if (own.length === 0 && entries.length > 0)
       problems.push(
         `there is WAL of cluster ${systemId} but no base backup of it to replay it onto: take one (drkit backup postgres-base)`,
