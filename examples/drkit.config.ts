@@ -96,7 +96,15 @@ export default defineConfig({
             monthly: { schedule: '0 4 1 * *', fullFiles: true },
           },
           retention: { keepHourly: 168, keepDaily: 30, keepWeekly: 4, keepMonthly: 12 },
-          rpo: { postgres: '1h', 'postgres-base': '24h', 'redis-rdb': '1h', 'redis-logical': '1h', files: '1h', config: '24h', secrets: '24h' },
+          rpo: {
+            postgres: '1h',
+            'postgres-base': '24h',
+            'redis-rdb': '1h',
+            'redis-logical': '1h',
+            files: '1h',
+            config: '24h',
+            secrets: '24h',
+          },
           metricsFile: '/var/lib/node_exporter/textfile/drkit.prom',
         },
         // The monthly drill rebuilds production's backups into scratch servers on the drill host

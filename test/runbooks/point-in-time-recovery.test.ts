@@ -103,7 +103,9 @@ afterAll(async () => {
     const dataDir = join(dir, 'recovered', name);
     if (!existsSync(join(dataDir, 'postmaster.pid'))) continue;
     const owner = await stat(dataDir);
-    await run(join(source.binDir, 'pg_ctl'), ['stop', '-D', dataDir, '-m', 'immediate'], { uid: owner.uid, gid: owner.gid }).catch(() => {});
+    await run(join(source.binDir, 'pg_ctl'), ['stop', '-D', dataDir, '-m', 'immediate'], { uid: owner.uid, gid: owner.gid }).catch(
+      () => {},
+    );
   }
   await source?.stop();
   if (dir) await rm(dir, { recursive: true, force: true });
