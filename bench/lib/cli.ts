@@ -8,7 +8,7 @@
 import { parseArgs } from 'node:util';
 import { MIN_RUNS } from './define.ts';
 import { DEFAULT_OUT_DIR, findBenches, loadBench, runBench } from './run.ts';
-import { formatTable } from './stats.ts';
+import { formatMetrics, formatTable } from './stats.ts';
 
 const USAGE = `usage: pnpm bench [name] [--runs N (>= ${MIN_RUNS})] [--warmup N] [--case TEXT (repeatable: only cases whose name contains it)]`;
 
@@ -84,7 +84,10 @@ async function main(): Promise<number> {
         outDir: DEFAULT_OUT_DIR,
         log: (line) => console.error(line),
       });
-      console.log(`\n${name}: ${description}\n${formatTable(rows)}\n`);
+      const metrics = formatMetrics(rows);
+      console.log(
+        `\n${name}: ${description}\n${formatTable(rows)}\n${metrics === '' ? '' : `\nmeasured by the sides (medians of the recorded runs):\n${metrics}\n`}`,
+      );
     } catch (error) {
       failed++;
       console.error(`bench ${name} FAILED: ${describe(error)}`);

@@ -16,13 +16,30 @@
 /** The two sides timed against each other in one case. */
 export type Side = 'drkit' | 'peer';
 
+/**
+ * What a side may resolve to instead of nothing: figures it measured itself, beside the wall
+ * time the harness takes (e.g. the recovery point objective observed during a load period).
+ * Names are words (`rpo_max_s`: letters, digits, `_`; end them with their unit), values finite
+ * numbers. The harness reports each one's median over the recorded runs, per side.
+ */
+export interface SideResult {
+  metrics: Record<string, number>;
+}
+
+/** One side of a case: does its whole job, throws on failure, and may report {@link SideResult.metrics}. */
+// biome-ignore lint/suspicious/noConfusingVoidType: most sides are `async () => {...}` (Promise<void>); undefined would reject them
+export type SideFn<Ctx> = (ctx: Ctx) => Promise<void | SideResult>;
+
+/** A metric name: a word, so it can be a JSON key and a table cell as it is. */
+export const METRIC_NAME = /^[a-z][a-z0-9_]*$/i;
+
 export interface BenchCase<Ctx> {
   /** Shown in the table and written as `case` in the JSON. Unique within the bench. */
   name: string;
   /** The drkit side: its wall time is measured in a fresh child process. */
-  drkit: (ctx: Ctx) => Promise<void>;
+  drkit: SideFn<Ctx>;
   /** The peer tool doing the same work. */
-  peer: { name: string; run: (ctx: Ctx) => Promise<void> };
+  peer: { name: string; run: SideFn<Ctx> };
   /**
    * Runs in the parent process before every run of either side (warm-up and recorded rounds
    * alike), untimed and outside the measured child: e.g. change a few input files, or empty a
@@ -119,6 +136,25 @@ export function defineBench<Ctx = undefined>(spec: BenchSpec<Ctx>): Bench<Ctx> {
   const warmup = spec.warmup ?? DEFAULT_WARMUP;
   if (!Number.isInteger(warmup) || warmup < 0) throw new RangeError(`${where}: warmup must be an integer >= 0, got ${warmup}`);
   return { ...spec, runs, warmup };
+}
+
+/**
+ * The metrics in what a side resolved to: undefined when it resolved to nothing (or anything
+ * without `metrics`).
+ * @throws TypeError when `metrics` is there but not a record of word names to finite numbers
+ */
+export function sideMetrics(value: unknown): Record<string, number> | undefined {
+  if (typeof value !== 'object' || value === null || !('metrics' in value)) return undefined;
+  const metrics = (value as { metrics: unknown }).metrics;
+  if (typeof metrics !== 'object' || metrics === null || Array.isArray(metrics))
+    throw new TypeError(`a side's metrics must be an object of numbers, got ${JSON.stringify(metrics)}`);
+  const out: Record<string, number> = {};
+  for (const [name, n] of Object.entries(metrics)) {
+    if (!METRIC_NAME.test(name)) throw new TypeError(`metric name ${JSON.stringify(name)} must be a word (letters, digits, _)`);
+    if (typeof n !== 'number' || !Number.isFinite(n)) throw new TypeError(`metric ${name} must be a finite number, got ${String(n)}`);
+    out[name] = n;
+  }
+  return out;
 }
 
 /** Whether a module's default export looks like the result of {@link defineBench}. */

@@ -28,6 +28,8 @@ export type RunReply =
        * the processes it started and waited for (a peer's pipeline), seconds.
        */
       cpuSeconds: number;
+      /** What the side measured itself (its SideResult.metrics), when it reported any. */
+      metrics?: Record<string, number>;
     }
   | { ok: false; error: string };
 
@@ -39,13 +41,25 @@ export function isRunRequest(value: unknown): value is RunRequest {
 
 export function isRunReply(value: unknown): value is RunReply {
   if (typeof value !== 'object' || value === null) return false;
-  const v = value as { ok?: unknown; seconds?: unknown; peakRssMb?: unknown; baseRssMb?: unknown; cpuSeconds?: unknown; error?: unknown };
+  const v = value as {
+    ok?: unknown;
+    seconds?: unknown;
+    peakRssMb?: unknown;
+    baseRssMb?: unknown;
+    cpuSeconds?: unknown;
+    metrics?: unknown;
+    error?: unknown;
+  };
   if (v.ok === false) return typeof v.error === 'string';
   return (
     v.ok === true &&
     typeof v.seconds === 'number' &&
     typeof v.peakRssMb === 'number' &&
     typeof v.baseRssMb === 'number' &&
-    typeof v.cpuSeconds === 'number'
+    typeof v.cpuSeconds === 'number' &&
+    (v.metrics === undefined ||
+      (typeof v.metrics === 'object' &&
+        v.metrics !== null &&
+        Object.values(v.metrics).every((n) => typeof n === 'number' && Number.isFinite(n))))
   );
 }

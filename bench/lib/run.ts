@@ -11,7 +11,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { isDeepStrictEqual } from 'node:util';
 import { type Bench, isBench, type Side } from './define.ts';
 import { isRunReply, type RunRequest } from './protocol.ts';
-import { type ResultRow, resolveRuns, resultRow, runOrder, type Sample } from './stats.ts';
+import { formatMetricValues, type ResultRow, resolveRuns, resultRow, runOrder, type Sample } from './stats.ts';
 
 /** The repository root: children start here. */
 export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -137,6 +137,7 @@ function runInChild(
             peakRssMb: reply.peakRssMb,
             baseRssMb: reply.baseRssMb,
             cpuSeconds: reply.cpuSeconds,
+            ...(reply.metrics ? { metrics: reply.metrics } : {}),
           });
       }
       if (spawnError) return reject(fail(`the child process failed: ${spawnError.message}${tail}`, spawnError));
@@ -221,7 +222,10 @@ export async function runBench(file: string, options: RunBenchOptions = {}): Pro
         const itemRate =
           c.items === undefined || sample.seconds <= 0 ? '' : `  ${Math.round(c.items.count / sample.seconds)} ${c.items.unit}/s`;
         const cpu = sample.cpuSeconds === undefined ? '' : `  cpu ${sample.cpuSeconds.toFixed(2)}s`;
-        log(`  ${label} ${step.side.padEnd(5)} ${format(sample.seconds)}${rate}${itemRate}${cpu}  ${sample.peakRssMb.toFixed(1)} MB`);
+        const metrics = sample.metrics === undefined ? '' : `  ${formatMetricValues(sample.metrics)}`;
+        log(
+          `  ${label} ${step.side.padEnd(5)} ${format(sample.seconds)}${rate}${itemRate}${cpu}  ${sample.peakRssMb.toFixed(1)} MB${metrics}`,
+        );
         if (step.recorded) samples[step.side].push(sample);
       }
       rows.push(resultRow(c.name, c.peer.name, samples.drkit, samples.peer, c.bytes, c.items));

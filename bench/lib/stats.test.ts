@@ -4,10 +4,22 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { defineBench } from './define.ts';
+import { defineBench, sideMetrics } from './define.ts';
 import { teardowns } from './fixtures/teardowns.ts';
 import { BenchRunError, runBench } from './run.ts';
-import { formatTable, median, type ResultRow, ratio, resolveRuns, resultRow, round, runOrder, type Sample } from './stats.ts';
+import {
+  formatMetrics,
+  formatMetricValues,
+  formatTable,
+  median,
+  type ResultRow,
+  ratio,
+  resolveRuns,
+  resultRow,
+  round,
+  runOrder,
+  type Sample,
+} from './stats.ts';
 
 const fixture = (name: string) => fileURLToPath(new URL(`./fixtures/${name}.bench.ts`, import.meta.url));
 const samples = (...seconds: number[]): Sample[] => seconds.map((s, i) => ({ seconds: s, peakRssMb: 100 + i }));
@@ -204,6 +216,59 @@ describe('formatTable with items', () => {
   });
 });
 
+describe('metrics reported by the sides', () => {
+  const withMetrics = (metrics: Record<string, number>[], seconds = 1): Sample[] =>
+    metrics.map((m) => ({ seconds, peakRssMb: 50, metrics: m }));
+
+  it('sideMetrics takes { metrics } and ignores anything else, rejecting bad names and values', () => {
+    expect(sideMetrics(undefined)).toBeUndefined();
+    expect(sideMetrics(42)).toBeUndefined();
+    expect(sideMetrics({ other: 1 })).toBeUndefined();
+    expect(sideMetrics({ metrics: { rpo_max_s: 10.5, n: 0 } })).toEqual({ rpo_max_s: 10.5, n: 0 });
+    expect(() => sideMetrics({ metrics: { 'a b': 1 } })).toThrow(/must be a word/);
+    expect(() => sideMetrics({ metrics: { x: Number.POSITIVE_INFINITY } })).toThrow(/finite number/);
+    expect(() => sideMetrics({ metrics: { x: '1' } })).toThrow(/finite number/);
+    expect(() => sideMetrics({ metrics: [1] })).toThrow(/object of numbers/);
+  });
+
+  it("puts each side's median per metric and every run's value in the row", () => {
+    const row = resultRow(
+      'rpo',
+      'cp',
+      withMetrics([
+        { rpo_max_s: 10.2, segments: 3 },
+        { rpo_max_s: 11.6, segments: 3 },
+        { rpo_max_s: 10.4, segments: 4 },
+      ]),
+      withMetrics([{ rpo_max_s: 10.1 }, { rpo_max_s: 10.3 }, { rpo_max_s: 10.123456 }]),
+    );
+    expect(row.drkit_metrics).toEqual({ rpo_max_s: 10.4, segments: 3 });
+    expect(row.peer_metrics).toEqual({ rpo_max_s: 10.1235 });
+    expect(row.drkit_metric_runs).toEqual({ rpo_max_s: [10.2, 11.6, 10.4], segments: [3, 3, 4] });
+    expect(row.peer_metric_runs).toEqual({ rpo_max_s: [10.1, 10.3, 10.1235] });
+  });
+
+  it('leaves the metric fields out when no side reported any', () => {
+    const row = resultRow('c', 'p', samples(1, 2), samples(1, 2));
+    expect(row).not.toHaveProperty('drkit_metrics');
+    expect(row).not.toHaveProperty('peer_metric_runs');
+  });
+
+  it('formats a metrics table per case and metric, with - for a side that lacks one', () => {
+    const rows = [
+      resultRow('rpo', 'cp', withMetrics([{ rpo_max_s: 10.5, push_ms: 180 }]), withMetrics([{ rpo_max_s: 10.25 }])),
+      resultRow('plain', 'p', samples(1), samples(1)),
+    ];
+    const lines = formatMetrics(rows).split('\n');
+    expect(lines).toHaveLength(4);
+    expect(lines[0]).toMatch(/^case\s+metric\s+drkit median\s+drkit min-max\s+peer\s+peer median\s+peer min-max$/);
+    expect(lines[2]).toMatch(/^rpo\s+rpo_max_s\s+10\.5\s+10\.5-10\.5\s+cp\s+10\.25\s+10\.25-10\.25$/);
+    expect(lines[3]).toMatch(/^rpo\s+push_ms\s+180\s+180-180\s+cp\s+-\s+-$/);
+    expect(formatMetrics([resultRow('plain', 'p', samples(1), samples(1))])).toBe('');
+    expect(formatMetricValues({ a_s: 1.234567, n: 3 })).toBe('a_s=1.2346 n=3');
+  });
+});
+
 describe('runBench (end to end, in child processes)', () => {
   let outDir: string;
   beforeEach(async () => {
@@ -251,6 +316,28 @@ describe('runBench (end to end, in child processes)', () => {
     const rows = await runBench(fixture('hangs'), { outDir, exitGraceMs: 300, log: (line) => lines.push(line) });
     expect(rows[0]?.runs).toBe(5);
     expect(lines.filter((l) => /did not exit 300 ms after reporting; killed it and kept its result/.test(l))).toHaveLength(5);
+  });
+
+  it('carries the metrics a side returns from the child into the row and the progress log', async () => {
+    process.env.DRKIT_BENCH_FIXTURE_DIR = outDir;
+    const lines: string[] = [];
+    try {
+      const rows = await runBench(fixture('metrics'), { outDir, cases: ['reports'], log: (line) => lines.push(line) });
+      const row = rows[0] as ResultRow;
+      // The drkit side ran 5 times (warm-up 0), each in its own child: 1..5, median 3.
+      expect(row.drkit_metric_runs).toEqual({ runs_so_far: [1, 2, 3, 4, 5], constant_ms: [2.5, 2.5, 2.5, 2.5, 2.5] });
+      expect(row.drkit_metrics).toEqual({ runs_so_far: 3, constant_ms: 2.5 });
+      expect(row.peer_metrics).toEqual({ constant_ms: 7 });
+      expect(lines.filter((l) => /drkit .* runs_so_far=\d constant_ms=2\.5$/.test(l))).toHaveLength(5);
+    } finally {
+      delete process.env.DRKIT_BENCH_FIXTURE_DIR;
+    }
+  });
+
+  it('fails the run of a side that reports a metric that is not a finite number', async () => {
+    const error = await runBench(fixture('metrics'), { outDir, cases: ['bad'] }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(BenchRunError);
+    expect((error as BenchRunError).message).toMatch(/case "bad", side drkit: threw: TypeError: metric broken must be a finite number/);
   });
 
   it('names the case and side of a child that dies, and runs teardown', async () => {

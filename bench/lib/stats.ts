@@ -15,6 +15,8 @@ export interface Sample {
   baseRssMb?: number;
   /** CPU seconds during the function: the child's own (all threads) and its reaped child processes'. */
   cpuSeconds?: number;
+  /** Figures the side measured itself (what it resolved to: `{ metrics }`), if any. */
+  metrics?: Record<string, number>;
 }
 
 /** One row of bench/results/<name>.json. */
@@ -57,6 +59,15 @@ export interface ResultRow {
   /** items / median wall time, per second (whole items). */
   drkit_items_per_s?: number;
   peer_items_per_s?: number;
+  /**
+   * Median over the recorded runs of each metric the side reported (`{ metrics }`), by name;
+   * present when at least one run of either side reported one.
+   */
+  drkit_metrics?: Record<string, number>;
+  peer_metrics?: Record<string, number>;
+  /** Every recorded run's value of each metric, in the order they ran (runs that lacked it left out). */
+  drkit_metric_runs?: Record<string, number[]>;
+  peer_metric_runs?: Record<string, number[]>;
 }
 
 /** One step of a case's schedule. */
@@ -126,6 +137,25 @@ export function resolveRuns(benchRuns: number, override?: number): number {
 function every(samples: readonly Sample[], key: 'baseRssMb' | 'cpuSeconds'): number[] | undefined {
   const values = samples.map((s) => s[key]);
   return values.every((v): v is number => typeof v === 'number') ? values : undefined;
+}
+
+/** Metrics are kept to 4 decimals (name them with their unit: `_s`, `_ms`). */
+const METRIC_DECIMALS = 4;
+
+/** Each metric's values over the samples that reported it, in order, by name (first-seen order). */
+function metricRuns(samples: readonly Sample[]): Record<string, number[]> {
+  const runs: Record<string, number[]> = {};
+  for (const sample of samples)
+    for (const [name, value] of Object.entries(sample.metrics ?? {})) {
+      const values = runs[name] ?? [];
+      values.push(round(value, METRIC_DECIMALS));
+      runs[name] = values;
+    }
+  return runs;
+}
+
+function medians(runs: Record<string, number[]>): Record<string, number> {
+  return Object.fromEntries(Object.entries(runs).map(([name, values]) => [name, round(median(values), METRIC_DECIMALS)]));
 }
 
 /** Items per second, rounded to whole items. */
@@ -208,7 +238,22 @@ export function resultRow(
     if (drkitRate !== undefined) row.drkit_items_per_s = drkitRate;
     if (peerRate !== undefined) row.peer_items_per_s = peerRate;
   }
+  const drkitMetrics = metricRuns(drkit);
+  const peerMetrics = metricRuns(peer);
+  if (Object.keys(drkitMetrics).length > 0 || Object.keys(peerMetrics).length > 0) {
+    row.drkit_metrics = medians(drkitMetrics);
+    row.peer_metrics = medians(peerMetrics);
+    row.drkit_metric_runs = drkitMetrics;
+    row.peer_metric_runs = peerMetrics;
+  }
   return row;
+}
+
+/** One run's metrics on one line, for progress logs: `rpo_max_s=10.3 segments=3`. */
+export function formatMetricValues(metrics: Record<string, number>): string {
+  return Object.entries(metrics)
+    .map(([name, value]) => `${name}=${round(value, METRIC_DECIMALS)}`)
+    .join(' ');
 }
 
 const fixed = (value: number, decimals: number) => value.toFixed(decimals);
@@ -281,4 +326,39 @@ export function formatTable(rows: readonly ResultRow[]): string {
       .trimEnd();
   const rule = widths.map((w) => '-'.repeat(w)).join('  ');
   return [line(header), rule, ...body.map(line)].join('\n');
+}
+
+/**
+ * The metrics that sides reported (`{ metrics }`), as a plain-text table: one line per case and
+ * metric with each side's median and min-max over the recorded runs ('-' where a side did not
+ * report it). Empty string when no row has metrics. Returned without a trailing newline.
+ */
+export function formatMetrics(rows: readonly ResultRow[]): string {
+  const header = ['case', 'metric', 'drkit median', 'drkit min-max', 'peer', 'peer median', 'peer min-max'];
+  const numeric = [false, false, true, true, false, true, true];
+  const cell = (value: number | undefined) => (value === undefined ? '-' : String(value));
+  const spread = (values: readonly number[] | undefined) =>
+    values === undefined || values.length === 0 ? '-' : `${Math.min(...values)}-${Math.max(...values)}`;
+  const body: string[][] = [];
+  for (const row of rows) {
+    const names = [...new Set([...Object.keys(row.drkit_metrics ?? {}), ...Object.keys(row.peer_metrics ?? {})])];
+    for (const name of names)
+      body.push([
+        row.case,
+        name,
+        cell(row.drkit_metrics?.[name]),
+        spread(row.drkit_metric_runs?.[name]),
+        row.peer,
+        cell(row.peer_metrics?.[name]),
+        spread(row.peer_metric_runs?.[name]),
+      ]);
+  }
+  if (body.length === 0) return '';
+  const widths = header.map((title, i) => Math.max(title.length, ...body.map((cells) => (cells[i] as string).length)));
+  const line = (cells: readonly string[]) =>
+    cells
+      .map((c, i) => (numeric[i] ? c.padStart(widths[i] as number) : c.padEnd(widths[i] as number)))
+      .join('  ')
+      .trimEnd();
+  return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...body.map(line)].join('\n');
 }

@@ -1,6 +1,7 @@
 /**
  * Runs one side of one case of a bench once, in this fresh process, and reports its wall
- * time, CPU time and this process's peak RSS to the parent over IPC. Started by runBench()
+ * time, CPU time, this process's peak RSS and the metrics the side resolved to, if any, to
+ * the parent over IPC. Started by runBench()
  * with `fork(worker.ts, { execArgv: [] })`: plain `node`, whose built-in type stripping runs
  * the .ts files (no tsx loader in the measured process), with NODE_COMPILE_CACHE set so that
  * after a first (priming) run the stripped code comes from the cache and Node's TypeScript
@@ -10,7 +11,7 @@ import { readFileSync } from 'node:fs';
 import { flushCompileCache } from 'node:module';
 import { performance } from 'node:perf_hooks';
 import { pathToFileURL } from 'node:url';
-import { isBench } from './define.ts';
+import { isBench, sideMetrics } from './define.ts';
 import { isRunRequest, type RunReply, type RunRequest } from './protocol.ts';
 
 if (typeof process.send !== 'function') {
@@ -76,11 +77,12 @@ async function run(request: RunRequest): Promise<RunReply> {
   const baseRssMb = process.memoryUsage().rss / (1024 * 1024);
   const cpuBefore = cpuSeconds();
   const start = performance.now();
-  await fn(request.ctx);
+  const result = await fn(request.ctx);
   const seconds = (performance.now() - start) / 1000;
   const cpu = cpuSeconds() - cpuBefore;
+  const metrics = sideMetrics(result);
   // Read after the function returned, so the peak covers all of it.
-  return { ok: true, seconds, peakRssMb: peakRssMb(), baseRssMb, cpuSeconds: cpu };
+  return { ok: true, seconds, peakRssMb: peakRssMb(), baseRssMb, cpuSeconds: cpu, ...(metrics ? { metrics } : {}) };
 }
 
 function describe(error: unknown): string {
