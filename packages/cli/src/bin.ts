@@ -1,10 +1,13 @@
 #!/usr/bin/env node
 import module from 'node:module';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { main } from './main.js';
 
 // PostgreSQL starts wal-push and wal-fetch once per WAL segment: cache compiled code, and
-// load only those two commands (not every package) for them.
-module.enableCompileCache?.();
+// load only those two commands (not every package) for them. The cache is per account: the
+// server's account cannot write into one that root created first.
+module.enableCompileCache?.(join(tmpdir(), `drkit-compile-cache-${process.getuid?.() ?? 'user'}`));
 const argv = process.argv.slice(2);
 const wal = argv[0] === 'wal-push' || argv[0] === 'wal-fetch' ? await import('./commands/wal.js') : undefined;
 

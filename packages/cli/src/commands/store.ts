@@ -23,7 +23,7 @@ function describeEvent(event: StoreEvent): string {
  * command's environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN,
  * AWS_REGION, AWS_ENDPOINT_URL_S3), else the SDK's default chain (profiles, instance roles).
  */
-export function commandStore(url: string | undefined, io: CliIo): Store {
+export function commandStore(url: string | undefined, io: CliIo, s3Options: { partSize?: number } = {}): Store {
   const value = url ?? io.env.DRKIT_STORE;
   if (value === undefined || value.trim() === '')
     throw new UsageError(
@@ -41,7 +41,7 @@ export function commandStore(url: string | undefined, io: CliIo): Store {
   const region = env.AWS_REGION ?? env.AWS_DEFAULT_REGION;
   const endpoint = env.AWS_ENDPOINT_URL_S3 ?? env.AWS_ENDPOINT_URL;
   return openStore(value, {
-    s3: { ...(credentials ? { credentials } : {}), ...(region ? { region } : {}), ...(endpoint ? { endpoint } : {}) },
+    s3: { ...(credentials ? { credentials } : {}), ...(region ? { region } : {}), ...(endpoint ? { endpoint } : {}), ...s3Options },
     onEvent: (event) => io.stderr.write(`drkit: ${describeEvent(event)}\n`),
   });
 }

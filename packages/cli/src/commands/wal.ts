@@ -15,6 +15,9 @@ import { commandStore } from './store.js';
  */
 export const WAL_FETCH_FATAL = 200;
 
+/** A part size above any common WAL segment size (16 MiB), so that each segment is one PutObject. */
+const SINGLE_PUT_PART_SIZE = 64 * 1024 * 1024;
+
 const walOptions = {
   store: {
     type: 'string',
@@ -63,7 +66,10 @@ Use a key file or DRKIT_KEY: a passphrase would cost an scrypt stretch per segme
       throw new UsageError(`--level must be a whole number from 1 to 19 (got '${options.level}')`);
     const keys = await loadCommandKeys(options['key-file'], io.env);
     const systemId = systemIdOption(options['system-id']);
-    const store = commandStore(options.store, io);
+    // One PutObject per segment, not a multipart upload of 8 MiB parts: a sealed segment is at
+    // most 16 MiB (unless initdb --wal-segsize made it larger), and on S3 each extra request
+    // costs the archiver time PostgreSQL waits for.
+    const store = commandStore(options.store, io, { partSize: SINGLE_PUT_PART_SIZE });
     try {
       const result = await walPush(positionals[0] as string, {
         store,
