@@ -6,10 +6,13 @@
 // would pass. This server verifies the signature itself (header and presigned forms)
 // before handing the request to s3rver, so bad credentials fail here as they do on AWS.
 // Runs as a standalone script: no relative imports, erasable types only.
-import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
-import { rm, stat, unlink } from 'node:fs/promises';
+import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
+import { mkdir, rename, rm, stat, unlink } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { Readable, Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import S3rver from 's3rver';
 
 const [dir, bucketList, port, accessKeyId = 'S3RVER', secretAccessKey = 'S3RVER'] = process.argv.slice(2);
@@ -122,8 +125,57 @@ const handle = s3rver.callback();
  * Real S3 has no directories, so deleting only the object's files is the faithful behaviour;
  * listings are built from object files and never show an empty directory.
  */
-const store = (s3rver as unknown as { store: { getResourcePath(bucket: string, key: string, resource: string): string } }).store;
+const store = (
+  s3rver as unknown as {
+    store: {
+      getResourcePath(bucket: string, key: string, resource: string): string;
+      putMetadata(bucket: string, key: string, metadata: unknown, md5: string): Promise<void>;
+    };
+  }
+).store;
+// Beside the data dir (in the same temp dir, so on the same file system): s3rver would list a
+// directory inside it as a bucket.
+const staging = join(dirname(dir as string), 'staging');
 Object.assign(store, {
+  /**
+   * s3rver 3.7.1 answers a PUT once the body has passed its hashing stream, before the file is
+   * written (a Buffer body: before a byte is), so a HEAD right after the PUT can find an empty
+   * object (seen under load as "S3 holds 0 bytes after 805 were uploaded"). As on S3, the
+   * object is complete before the PUT is answered: written beside the bucket, then renamed.
+   */
+  async putObject(object: {
+    bucket: string;
+    key: string;
+    content: Buffer | Readable;
+    metadata: unknown;
+  }): Promise<{ size: number; md5: string }> {
+    const objectPath = store.getResourcePath(object.bucket, object.key, 'object');
+    await mkdir(dirname(objectPath), { recursive: true });
+    await mkdir(staging, { recursive: true });
+    const temp = join(staging, randomBytes(8).toString('hex'));
+    const md5 = createHash('md5');
+    let size = 0;
+    try {
+      await pipeline(
+        Buffer.isBuffer(object.content) ? Readable.from([object.content]) : object.content,
+        new Transform({
+          transform(chunk: Buffer, _encoding, callback) {
+            md5.update(chunk);
+            size += chunk.length;
+            callback(null, chunk);
+          },
+        }),
+        createWriteStream(temp),
+      );
+      await rename(temp, objectPath);
+    } catch (error) {
+      await rm(temp, { force: true });
+      throw error;
+    }
+    const digest = md5.digest('hex');
+    await store.putMetadata(object.bucket, object.key, object.metadata, digest);
+    return { size, md5: digest };
+  },
   async deleteObject(bucket: string, key: string): Promise<void> {
     await Promise.all(
       ['object', 'object.md5', 'metadata.json'].map((resource) =>

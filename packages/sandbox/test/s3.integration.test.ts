@@ -1,4 +1,11 @@
-import { DeleteObjectCommand, GetObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import {
+  DeleteObjectCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+} from '@aws-sdk/client-s3';
 import { describe, expect, it } from 'vitest';
 import { startS3 } from '../src/index.js';
 import { leftovers } from './helpers.js';
@@ -72,6 +79,28 @@ describe('startS3', () => {
           Array.from({ length: 6 }, (_, i) => s3.send(new DeleteObjectCommand({ Bucket: 'drkit', Key: `${prefix}n${i}` }))),
         );
       }
+    } finally {
+      s3.destroy();
+      await server.stop();
+    }
+  });
+
+  it('answers a PUT only once the object is whole: a HEAD right after it sees every byte', async () => {
+    const server = await startS3();
+    const s3 = new S3Client({ ...server.clientConfig(), maxAttempts: 1 });
+    try {
+      const sizes = [1, 805, 64 * 1024, 1024 * 1024];
+      const wrong: string[] = [];
+      for (let round = 0; round < 25; round++)
+        await Promise.all(
+          sizes.map(async (size, i) => {
+            const key = `heads/${round}/${i}`;
+            await s3.send(new PutObjectCommand({ Bucket: 'drkit', Key: key, Body: Buffer.alloc(size, i + 1) }));
+            const head = await s3.send(new HeadObjectCommand({ Bucket: 'drkit', Key: key }));
+            if (head.ContentLength !== size) wrong.push(`${key}: ${head.ContentLength} of ${size}`);
+          }),
+        );
+      expect(wrong).toEqual([]);
     } finally {
       s3.destroy();
       await server.stop();
