@@ -10,12 +10,12 @@
 //   tsx runbooks/point-in-time-recovery.ts --env production --to 2026-11-22T10:00:00Z
 //   tsx runbooks/point-in-time-recovery.ts --env staging --latest --yes
 
-import { readFileSync } from 'node:fs';
 import { chown, mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describeArchive, parseRecoveryTarget, walFetchCommand } from '@drkit/cli';
 import {
   listBaseBackups,
+  osAccount,
   parseLsn,
   pgTarget,
   type RecoveryTarget,
@@ -180,7 +180,7 @@ const pointInTimeRecovery = defineRunbook({
         await mkdir(keyDir, { recursive: true, mode: 0o700 });
         const keyFile = join(keyDir, 'backup.key');
         await writeFile(keyFile, ctx.secret('backupKey'), { mode: 0o600 });
-        const owner = process.getuid?.() === 0 ? ownerOf(pitr.osUser ?? 'postgres') : undefined;
+        const owner = osAccount(pitr.osUser);
         if (owner) {
           await chown(keyDir, owner.uid, owner.gid);
           await chown(keyFile, owner.uid, owner.gid);
@@ -273,15 +273,6 @@ const pointInTimeRecovery = defineRunbook({
     return [assess, decide, recover, verify, handover];
   },
 });
-
-/** The uid and gid of a system account. */
-function ownerOf(name: string): { uid: number; gid: number } {
-  for (const line of readFileSync('/etc/passwd', 'utf8').split('\n')) {
-    const [user, , uid, gid] = line.split(':');
-    if (user === name && uid !== undefined && gid !== undefined) return { uid: Number(uid), gid: Number(gid) };
-  }
-  throw new RunbookError('RUNBOOK_CONFIG_INVALID', `the account '${name}' (vars.postgres.pitr.osUser) does not exist`);
-}
 
 export default pointInTimeRecovery;
 

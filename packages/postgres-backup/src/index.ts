@@ -34,6 +34,7 @@ export {
 } from './fingerprint.js';
 export * from './health.js';
 export {
+  osAccount,
   type PointInTimeRecovery,
   type RecoveryTarget,
   type RestorePointInTimeOptions,

@@ -12,7 +12,7 @@ import { type OpenKeys, open } from '@drkit/crypto-stream';
 import type { Catalog, Manifest } from '@drkit/s3-store';
 import type pg from 'pg';
 import { connect, pgTarget } from './connection.js';
-import { messageOf, PgBackupError, throwIfAborted } from './errors.js';
+import { messageOf, PgBackupError, signalOf, throwIfAborted } from './errors.js';
 import { emitter, type PgBackupEventListener, throttledProgress } from './events.js';
 import { findTool } from './tools.js';
 import { type BaseBackupEntry, listBaseBackups, verifyWalArchive, type WalArchiveReport } from './wal-archive.js';
@@ -320,10 +320,6 @@ export async function restorePointInTime(options: RestorePointInTimeOptions): Pr
   }
 }
 
-function signalOf(options: { signal?: AbortSignal | undefined }): { signal?: AbortSignal } {
-  return options.signal ? { signal: options.signal } : {};
-}
-
 function normalizeTarget(target: RecoveryTarget): { time: Date } | { lsn: string } | 'latest' {
   if (target === 'latest') return target;
   if (typeof target === 'object' && target !== null && 'time' in target) {
@@ -493,8 +489,12 @@ function freePort(): Promise<number> {
   });
 }
 
-/** The account PostgreSQL runs as when this process is root: it refuses to run as root. */
-function osAccount(requested: string | undefined): { name: string; uid: number; gid: number } | undefined {
+/**
+ * The account a recovered PostgreSQL runs as when this process is root (it refuses to run as
+ * root): `requested`, else `postgres`. Undefined when not root: it runs as this process's user.
+ * @throws PgBackupError PG_OPTIONS_INVALID when the account does not exist
+ */
+export function osAccount(requested: string | undefined): { name: string; uid: number; gid: number } | undefined {
   if (process.getuid?.() !== 0) return undefined;
   const name = requested ?? 'postgres';
   for (const line of readFileSync('/etc/passwd', 'utf8').split('\n')) {

@@ -7,6 +7,7 @@ import { PgBackupError } from './errors.js';
 import { WAL_PREFIX } from './wal.js';
 import {
   DEFAULT_WAL_SEGMENT_SIZE,
+  formatLsn,
   parseLsn,
   parseTimelineHistory,
   parseWalName,
@@ -208,7 +209,7 @@ export async function verifyWalArchive(options: VerifyWalArchiveOptions): Promis
         .sort((a, b) => a - b)
         .map((timeline) => {
           const p = parents.get(timeline);
-          return p ? { timeline, parent: p.parent, switchLsn: formatSwitch(p.switchLsn) } : { timeline };
+          return p ? { timeline, parent: p.parent, switchLsn: formatLsn(p.switchLsn) } : { timeline };
         }),
       bases: coverage,
       windows: mergeWindows(coverage),
@@ -218,10 +219,6 @@ export async function verifyWalArchive(options: VerifyWalArchiveOptions): Promis
     });
   }
   return reports;
-}
-
-function formatSwitch(lsn: bigint): string {
-  return `${(lsn >> 32n).toString(16).toUpperCase()}/${(lsn & 0xffff_ffffn).toString(16).toUpperCase()}`;
 }
 
 /** The timelines from `timeline` to the newest one that descends from it, each with the segment it starts at. */
