@@ -69,7 +69,6 @@ export {
   walPush,
 } from './wal.js';
 export {
-  assertContinuous,
   type BaseBackupEntry,
   type BaseCoverage,
   listBaseBackups,

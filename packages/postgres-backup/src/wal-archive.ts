@@ -3,7 +3,6 @@
 import { type OpenKeys, open } from '@drkit/crypto-stream';
 import type { Catalog, Manifest, Store } from '@drkit/s3-store';
 import { type BaseBackupRecord, POSTGRES_BASE_KIND } from './base-backup.js';
-import { PgBackupError } from './errors.js';
 import { WAL_PREFIX } from './wal.js';
 import {
   DEFAULT_WAL_SEGMENT_SIZE,
@@ -354,11 +353,4 @@ export async function pruneWal(options: { catalog: Catalog; systemId?: string; d
     });
   }
   return results;
-}
-
-/** @throws PgBackupError PG_WAL_GAP naming the first missing segment of every report that has one */
-export function assertContinuous(reports: WalArchiveReport[]): void {
-  const bad = reports.filter((r) => !r.ok);
-  if (bad.length > 0)
-    throw new PgBackupError('PG_WAL_GAP', bad.flatMap((r) => r.problems).join('; '), { details: { gaps: bad.flatMap((r) => r.gaps) } });
 }

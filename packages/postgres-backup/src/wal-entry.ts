@@ -2,14 +2,5 @@
 // the package, for archive_command and restore_command, which PostgreSQL starts once per file.
 
 export { isPgBackupError, PgBackupError } from './errors.js';
-export {
-  controlSystemId,
-  WAL_PREFIX,
-  type WalFetchOptions,
-  type WalPushOptions,
-  type WalPushResult,
-  walFetch,
-  walKey,
-  walPush,
-} from './wal.js';
+export * from './wal.js';
 export { parseWalName, type WalName } from './wal-names.js';

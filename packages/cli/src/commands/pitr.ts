@@ -24,7 +24,7 @@ const storeOption = {
 const keyFileOption = { 'key-file': { type: 'string', value: 'FILE', description: KEY_FILE_HELP } } as const;
 
 /** The drkit binary PostgreSQL runs as restore_command: this installation's own. */
-export function drkitBin(): string {
+function drkitBin(): string {
   return fileURLToPath(new URL('../../dist/bin.js', import.meta.url));
 }
 
