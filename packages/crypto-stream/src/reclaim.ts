@@ -41,16 +41,17 @@ function youngCollector(): Collector | null {
 
 /**
  * Returns a function to call with the size of each chunk buffer a stream lets go of; it runs
- * a young-generation collection every {@link RECLAIM_EVERY_BYTES}. With `enabled` false (or
- * where V8's collector is unavailable) it does nothing.
+ * a young-generation collection every `everyBytes` ({@link RECLAIM_EVERY_BYTES} by default;
+ * less where several threads each hold their own garbage). With `enabled` false (or where
+ * V8's collector is unavailable) it does nothing.
  */
-export function reclaimer(enabled = true): (bytes: number) => void {
+export function reclaimer(enabled = true, everyBytes = RECLAIM_EVERY_BYTES): (bytes: number) => void {
   const gc = enabled ? youngCollector() : null;
   if (!gc) return () => {};
   let since = 0;
   return (bytes) => {
     since += bytes;
-    if (since < RECLAIM_EVERY_BYTES) return;
+    if (since < everyBytes) return;
     since = 0;
     gc({ type: 'minor', execution: 'sync' });
   };

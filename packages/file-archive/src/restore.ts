@@ -432,7 +432,7 @@ async function extractFiles(
 }
 
 /** Tar bytes of small files a segment spans at most: what one thread takes at a time. */
-const SEGMENT_BYTES = 4 * 1024 * 1024;
+const SEGMENT_BYTES = 2 * 1024 * 1024;
 
 /** The files of a run cut into segments of small files, and large files on their own. */
 function segmentsOf(entries: IndexEntry[]): { large: boolean; entries: IndexEntry[] }[] {
