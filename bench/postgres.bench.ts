@@ -1,7 +1,7 @@
 // PostgreSQL backup and restore of pgbench databases on one sandbox server (non-durable: no
-// fsync, both sides share it): backupPostgres() (pg_dump --format=custom streamed through
-// AES-256-GCM into a file:// catalog, row counts taken in the same snapshot, read back and
-// hashed, manifest last) against plain `pg_dump -Fc -f` and against the shell pipeline
+// fsync, both sides share it): backupPostgres() (pg_dump --format=custom at drkit's default
+// gzip level 1, streamed through AES-256-GCM into a file:// catalog, row counts taken in the
+// same snapshot, read back and hashed, manifest last) against plain `pg_dump -Fc -f` and against the shell pipeline
 // `pg_dump -Fc | gzip -9 | openssl enc`; restorePostgres() (a shadow database fed through
 // pg_restore's stdin, checked against the fingerprint, renamed into place) against
 // `CREATE DATABASE` + `pg_restore -d` of the same dump from a local file.
@@ -9,8 +9,10 @@
 // Scales: DRKIT_BENCH_PG_SCALES (comma-separated pgbench scales, default 10,50,100) get a
 // "backup vs pg_dump -f" case each (time and peak RSS per scale); the main scale
 // (DRKIT_BENCH_PG_MAIN, default 50 if listed, else the largest) also gets the pipeline case
-// and the restore case. `DRKIT_BENCH_PG_SCALES=1 pnpm bench postgres --runs 5 --warmup 0` is a
-// quick functional check (about 20 s); `pnpm bench postgres` the real run (about 6 min; up to
+// and the restore case, plus "backup at gzip level 6": drkit with pg_dump's own default level
+// against the same plain pg_dump, the like-for-like cost of what drkit adds (encryption,
+// row counts, read-back, manifest).
+// `DRKIT_BENCH_PG_SCALES=1 pnpm bench postgres --runs 5 --warmup 0` is a quick functional check (about 20 s); `pnpm bench postgres` the real run (about 6 min; up to
 // about 20 GB in the temp dir: restored databases are kept until teardown, see makeRoom).
 import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
@@ -120,7 +122,7 @@ async function makeRoom(ctx: Ctx): Promise<void> {
 }
 
 /** drkit's backup of s<scale> into a fresh file:// catalog, removed afterwards. */
-async function drkitBackup(ctx: Ctx, scale: number): Promise<void> {
+async function drkitBackup(ctx: Ctx, scale: number, compressLevel?: number): Promise<void> {
   const root = await mkdtemp(join(ctx.dir, 'drkit-store-'));
   try {
     const result = await backupPostgres({
@@ -128,6 +130,7 @@ async function drkitBackup(ctx: Ctx, scale: number): Promise<void> {
       catalog: createCatalog(createFsStore(root)),
       keys: keysOf(ctx),
       binDir: ctx.binDir,
+      ...(compressLevel === undefined ? {} : { compressLevel }),
     });
     if (Object.keys(result.fingerprint.tables).length !== 4)
       throw new Error(`expected pgbench's 4 tables, got ${Object.keys(result.fingerprint.tables)}`);
@@ -136,10 +139,14 @@ async function drkitBackup(ctx: Ctx, scale: number): Promise<void> {
   }
 }
 
-function backupCase(scale: number): BenchCase<Ctx> {
+/**
+ * drkit's backup against plain `pg_dump -Fc -f`: at drkit's default gzip level (1), or with
+ * `compressLevel` (6 is pg_dump's own default: the like-for-like overhead of drkit's work).
+ */
+function backupCase(scale: number, compressLevel?: number): BenchCase<Ctx> {
   return {
-    name: `backup (scale ${scale})`,
-    drkit: (ctx) => drkitBackup(ctx, scale),
+    name: compressLevel === undefined ? `backup (scale ${scale})` : `backup at gzip level ${compressLevel} (scale ${scale})`,
+    drkit: (ctx) => drkitBackup(ctx, scale, compressLevel),
     peer: {
       name: 'pg_dump -Fc -f',
       run: async (ctx) => {
@@ -214,7 +221,7 @@ export default defineBench<Ctx>({
   name: 'postgres',
   description:
     `pgbench databases (scales ${SCALES.join(', ')}; main ${MAIN}) on one non-durable sandbox PostgreSQL 15, 2 cores shared by server, tools and Node: ` +
-    'backupPostgres() (pg_dump -Fc streamed through AES-256-GCM into a file:// catalog with fsync, same-snapshot row counts, read-back SHA-256, ' +
+    'backupPostgres() (pg_dump -Fc, gzip level 1 unless the case says 6, streamed through AES-256-GCM into a file:// catalog with fsync, same-snapshot row counts, read-back SHA-256, ' +
     'globals artifact, manifest; store removed after each run) vs pg_dump -Fc -f (fsync, file removed) and vs pg_dump -Fc | gzip -9 | openssl enc -aes-256-cbc -pbkdf2 > file; ' +
     'restorePostgres() into a new database name (shadow via pg_restore stdin, fingerprint check, rename) vs CREATE DATABASE + pg_restore -d of the same dump decrypted to a local file; ' +
     'restored databases are dropped in teardown (with the server); peer RSS is the worker only, not pg_dump/pg_restore',
@@ -266,7 +273,13 @@ export default defineBench<Ctx>({
       await running?.stop();
     }
   },
-  cases: [backupCase(MAIN), pipelineCase(MAIN), restoreCase(MAIN), ...SCALES.filter((s) => s !== MAIN).map(backupCase)],
+  cases: [
+    backupCase(MAIN),
+    backupCase(MAIN, 6),
+    pipelineCase(MAIN),
+    restoreCase(MAIN),
+    ...SCALES.filter((s) => s !== MAIN).map((s) => backupCase(s)),
+  ],
   // This 2-core VM spreads a scale-50 pg_dump over 1.8-3.5 s: 9 recorded rounds keep the
   // median steady enough for the 1.10x / 1.15x targets (about 6 min at the default scales).
   runs: 9,

@@ -253,6 +253,10 @@ describe('restorePostgres', () => {
     expect(await dumpPlain(pg, 'bench_copy')).toBe(source);
     await dropDatabase(pg, 'bench_copy');
 
+    // pg_dump's gzip at level 1 by default: the level recorded is the one pg_dump ran with.
+    expect(fingerprintOf(benchBackup).dump).toMatchObject({ compression: 'pg_dump', compressLevel: 1 });
+    expect(benchBackup.compression).toBe('gzip');
+
     const zstd = (await backup('bench', { globals: false, compression: 'zstd', compressLevel: 3 })).manifest;
     expect(zstd.compression).toBe('zstd');
     expect(fingerprintOf(zstd).dump).toMatchObject({ compression: 'zstd', compressLevel: 3 });

@@ -146,7 +146,7 @@ export const backupPostgresCommand = defineCommand({
       value: 'zstd|pg_dump|none',
       description: "where the one compression happens: pg_dump's own gzip (default), zstd in the sealed stream, or none",
     },
-    'compress-level': { type: 'string', value: 'N', description: 'its level: pg_dump gzip 0-9 (default 6), zstd 1-19 (default 3)' },
+    'compress-level': { type: 'string', value: 'N', description: 'its level: pg_dump gzip 0-9 (default 1), zstd 1-19 (default 3)' },
     'no-globals': { type: 'boolean', description: 'do not store roles and tablespaces (pg_dumpall --globals-only) beside the dump' },
     env: { type: 'string', value: 'NAME', description: 'the environment, recorded in the manifest (e.g. production)' },
     ...keyFileOption,
