@@ -112,25 +112,6 @@ const quote = (text: string) => {
   return `'${text}'`;
 };
 
-/** Spawns a command, waits for it to exit, and rejects (with its stderr) unless it exits 0. */
-function exec(command: string, args: readonly string[], env: NodeJS.ProcessEnv): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { stdio: ['ignore', 'ignore', 'pipe'], env });
-    let stderr = '';
-    child.stderr.on('data', (chunk: Buffer) => {
-      stderr += chunk.toString('utf8');
-    });
-    child.on('error', reject);
-    child.on('close', (code, signal) => {
-      if (code === 0) resolve();
-      else
-        reject(
-          new Error(`${command} ${args.join(' ')} ${signal ? `was killed by ${signal}` : `exited with code ${code}`}: ${stderr.trim()}`),
-        );
-    });
-  });
-}
-
 /** This process's environment without the harness's compile cache (see the header). */
 function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...process.env, ...extra };
@@ -149,11 +130,11 @@ const s3Env = (ctx: Ctx) => ({
 const fullSegment = (ctx: Ctx) => ctx.full[Number(readFileSync(ctx.next, 'utf8'))] as string;
 
 const walPush = (ctx: Ctx, store: string, segment: string, env: NodeJS.ProcessEnv) =>
-  exec(ctx.node, [ctx.bin, 'wal-push', '--store', store, '--key-file', ctx.keyFile, '--system-id', ctx.systemId, segment], env);
+  run(ctx.node, [ctx.bin, 'wal-push', '--store', store, '--key-file', ctx.keyFile, '--system-id', ctx.systemId, segment], env);
 
 /** The PostgreSQL docs' archive_command, through /bin/sh -c as PostgreSQL runs it. */
 const docsCp = (segment: string, dir: string) =>
-  exec('/bin/sh', ['-c', 'test ! -f "$2/$3" && cp "$1" "$2/$3"', 'sh', segment, dir, walNameOf(segment)], cleanEnv());
+  run('/bin/sh', ['-c', 'test ! -f "$2/$3" && cp "$1" "$2/$3"', 'sh', segment, dir, walNameOf(segment)], cleanEnv());
 
 const s3Url = (ctx: Ctx) => `s3://${BUCKET}/drkit?region=${ctx.s3.region}&endpoint=${ctx.s3.endpoint}`;
 
@@ -216,7 +197,7 @@ const s3Cases: BenchCase<Ctx>[] = [
       name: 'curl --aws-sigv4 -T %p (one PUT, unsigned payload)',
       run: (ctx) => {
         const segment = fullSegment(ctx);
-        return exec(
+        return run(
           '/bin/sh',
           [
             '-c',
@@ -246,7 +227,7 @@ if (AWS_ON_PATH)
       run: (ctx) => {
         if (ctx.aws === null) throw new Error('the aws CLI was on PATH at import but setup could not resolve it');
         const segment = fullSegment(ctx);
-        return exec(
+        return run(
           '/bin/sh',
           [
             '-c',

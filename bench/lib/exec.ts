@@ -1,9 +1,12 @@
 import { spawn } from 'node:child_process';
 
-/** Runs a command to completion with stdout discarded; rejects with its stderr if it fails. */
-export function run(command: string, args: readonly string[]): Promise<void> {
+/**
+ * Runs a command to completion with stdout discarded (in `env` when given, else this
+ * process's environment); rejects with its stderr if it fails.
+ */
+export function run(command: string, args: readonly string[], env?: NodeJS.ProcessEnv): Promise<void> {
   return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(command, args, { stdio: ['ignore', 'ignore', 'pipe'], ...(env ? { env } : {}) });
     let stderr = '';
     child.stderr.on('data', (chunk: Buffer) => {
       stderr += chunk.toString('utf8');
