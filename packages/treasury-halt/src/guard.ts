@@ -216,6 +216,9 @@ export async function createHaltGuard(options: HaltGuardOptions): Promise<HaltGu
     heartbeat: beat,
     async close() {
       if (closed) return;
+      // Closed before unregistering: a heartbeat tick still reading the state would otherwise
+      // register the worker again after the SREM, and verification would wait for a dead worker.
+      closed = true;
       clearInterval(timer);
       if (options.workerId) {
         await withDeadline(
@@ -224,7 +227,6 @@ export async function createHaltGuard(options: HaltGuardOptions): Promise<HaltGu
           redis.multi().srem(keys.workers, options.workerId).del(keys.worker(options.workerId)).exec(),
         ).catch(() => {});
       }
-      closed = true;
       subscriber.disconnect();
     },
   }) as HaltGuard;

@@ -259,6 +259,21 @@ describe('guard', () => {
     expect(await heard).toBe(epoch);
     expect(Date.now() - started).toBeLessThan(1000);
   });
+
+  it('a closed guard stays unregistered, even when it closes in the middle of a heartbeat', async () => {
+    // A heartbeat tick that was reading the state when close() began must not register the
+    // worker again after close() removed it: verification would then wait for a dead worker.
+    const own = client();
+    const { workers } = haltKeys(prefix);
+    for (let i = 0; i < 40; i++) {
+      const g = await createHaltGuard({ redis: own, prefix, workerId: `closing-${i}`, heartbeatMs: 1 });
+      await new Promise((resolve) => setTimeout(resolve, i % 4));
+      await g.close();
+    }
+    // Anything still in flight from a tick has landed by now.
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(await redis.smembers(workers)).toEqual([]);
+  });
 });
 
 describe('verify', () => {
