@@ -1,7 +1,7 @@
-import type { ChainableCommander, Redis } from 'ioredis';
 import type { RedisTarget } from './connection.js';
 import { RedisBackupError, throwIfAborted } from './errors.js';
-import { bytesOf, type ExportHeader, type ExportLine, type ExportTrailer, type KeyRecord } from './records.js';
+import type { ExportHeader, ExportLine, ExportTrailer, KeyRecord } from './records.js';
+import { Base64Arg, openResp, type RespArg, RespBatch, type RespConnection, RespError, type RespReply } from './resp.js';
 import { redisCommandError } from './server.js';
 
 /** What to do with a key that already exists in the target. */
@@ -11,7 +11,7 @@ export type ExistingKeyPolicy = 'fail' | 'replace' | 'skip';
 export interface ImportOptions {
   /** @default "fail" */
   policy?: ExistingKeyPolicy;
-  /** Commands per pipeline. @default 1000 */
+  /** Keys per pipelined batch. @default 1000 */
   batch?: number;
   signal?: AbortSignal;
   /** The clock that decides which expiries have passed. @default Date.now */
@@ -37,17 +37,30 @@ export interface ImportResult {
 
 const BUSY = /BUSYKEY/;
 const PAYLOAD = /DUMP payload version or checksum are wrong|Bad data format/i;
+/** Batches sent and not yet answered: the next batch is encoded while the server runs these. */
+const IN_FLIGHT = 2;
+
+/** A record's key as a command argument: its text, or its bytes when the export wrote base64. */
+function keyArg(record: KeyRecord): RespArg {
+  return record.b64 ? new Base64Arg(record.key) : record.key;
+}
+
+/** A record's string (member, field, value) as a command argument. */
+function valueArg(record: KeyRecord, text: string): RespArg {
+  return record.b64 ? new Base64Arg(text) : text;
+}
 
 /**
  * Writes an export's keys into a server: RESTORE … ABSTTL for exact records (so an expiry is
  * the very millisecond it was), typed writes for NDJSON records (and for the windowed large
- * keys of an exact export), stream state and consumer groups included. Pipelined.
+ * keys of an exact export), stream state and consumer groups included. Pipelined over a
+ * connection of its own, batch by batch, several batches in flight.
  * With policy "fail" a key that exists stops the import with REDIS_KEYS_EXIST (callers that
  * must not write anything then check first, as restoreRedis does).
- * @throws RedisBackupError REDIS_KEYS_EXIST, REDIS_RDB_VERSION_TOO_NEW, REDIS_RESTORE_FAILED, REDIS_BACKUP_INVALID, REDIS_ABORTED
+ * @throws RedisBackupError REDIS_KEYS_EXIST, REDIS_RDB_VERSION_TOO_NEW, REDIS_RESTORE_FAILED, REDIS_BACKUP_INVALID, REDIS_ABORTED,
+ * and the connection codes
  */
 export async function importRedis(
-  client: Redis,
   target: RedisTarget,
   lines: AsyncIterable<ExportLine>,
   options: ImportOptions = {},
@@ -56,6 +69,8 @@ export async function importRedis(
   if (!['fail', 'replace', 'skip'].includes(policy))
     throw new RedisBackupError('REDIS_OPTIONS_INVALID', `policy must be fail, replace or skip, got ${JSON.stringify(policy)}`);
   const batch = options.batch ?? 1000;
+  if (!Number.isSafeInteger(batch) || batch < 1)
+    throw new RedisBackupError('REDIS_OPTIONS_INVALID', `batch must be a positive integer, got ${batch}`);
   const now = options.now ?? Date.now;
   let header: ExportHeader | undefined;
   let trailer: ExportTrailer | undefined;
@@ -66,6 +81,8 @@ export async function importRedis(
   // The key whose records are being written, across batches (a large key spans many).
   let current: { id: string; db: number; write: boolean; expireAt?: number; entries: number } | undefined;
   const inFlight: Promise<void>[] = [];
+  // Commands that go before the next batch's own (SELECT): they keep their order on the wire.
+  let prelude: RespArg[][] = [];
 
   const countRestored = (record: KeyRecord) => {
     result.restored++;
@@ -75,48 +92,69 @@ export async function importRedis(
     result.expired++;
     if (result.expiredSample.length < 20) result.expiredSample.push(record.key);
   };
+  // The key's bytes: each window of a large key chooses text or base64 for itself.
+  const recordId = (record: KeyRecord) => Buffer.from(record.key, record.b64 ? 'base64' : 'utf8').toString('latin1');
+
+  const conn: RespConnection = await openResp(target, { name: 'drkit-restore' });
 
   async function flush(): Promise<void> {
-    if (records.length === 0) return;
+    if (records.length === 0 && prelude.length === 0) return;
     const todo = records;
     records = [];
+    const pipe = new RespBatch();
+    // Which command replies belong to which record: errors are reported by key.
+    const owners: (KeyRecord | undefined)[] = [];
+    const add = (record: KeyRecord | undefined, args: RespArg[]) => {
+      pipe.command(args);
+      owners.push(record);
+    };
+    for (const args of prelude) add(undefined, args);
+    prelude = [];
     // Typed keys under "fail" or "skip": which of them exist decides what is written.
     const firsts = todo.filter((r) => !r.cont && r.dump === undefined);
     let exists = new Set<string>();
     if (policy !== 'replace' && firsts.length > 0) {
-      const check = client.pipeline();
-      for (const r of firsts) check.exists(bytesOf(r, r.key));
-      const replies = await exec(check);
-      exists = new Set(firsts.filter((_, i) => Number(replies[i]?.[1]) > 0).map((r) => r.key));
-      if (policy === 'fail' && exists.size > 0) throw keysExist([...exists], target);
+      const check = new RespBatch();
+      for (const r of firsts) check.command(['EXISTS', keyArg(r)]);
+      // The SELECT of this batch must reach the server before the check.
+      if (pipe.count > 0) inFlight.push(conn.exec(pipe).then((replies) => failOn(replies, owners)));
+      const replies = await conn.exec(check);
+      exists = new Set(firsts.filter((_, i) => Number(replies[i]) > 0).map(recordId));
+      if (policy === 'fail' && exists.size > 0)
+        throw keysExist(
+          firsts.filter((r) => exists.has(recordId(r))).map((r) => r.key),
+          target,
+        );
+      if (pipe.count > 0) return flushRest(todo, exists, new RespBatch(), []);
     }
-    const pipe = client.pipeline();
-    // Which command replies belong to which record: errors are reported by key.
-    const owners: (KeyRecord | undefined)[] = [];
-    const add = (record: KeyRecord | undefined, build: (p: ChainableCommander) => void) => {
-      build(pipe);
+    return flushRest(todo, exists, pipe, owners);
+  }
+
+  async function flushRest(todo: KeyRecord[], exists: Set<string>, pipe: RespBatch, owners: (KeyRecord | undefined)[]): Promise<void> {
+    const add = (record: KeyRecord | undefined, args: RespArg[]) => {
+      pipe.command(args);
       owners.push(record);
     };
     for (const record of todo) {
-      const key = bytesOf(record, record.key);
       if (record.dump !== undefined) {
         if (record.expireAt !== undefined && record.expireAt <= now()) {
           noteExpired(record);
           // RESTORE … REPLACE of an expired key deletes what is there; say the same without it.
-          if (policy === 'replace') add(undefined, (p) => p.del(key));
+          if (policy === 'replace') add(undefined, ['DEL', keyArg(record)]);
           continue;
         }
-        const args: (string | Buffer | number)[] = [key, record.expireAt ?? 0, Buffer.from(record.dump, 'base64'), 'ABSTTL'];
+        const args: RespArg[] = ['RESTORE', keyArg(record), record.expireAt ?? 0, new Base64Arg(record.dump), 'ABSTTL'];
         if (policy === 'replace') args.push('REPLACE');
-        add(record, (p) => p.call('RESTORE', ...args));
+        add(record, args);
         countRestored(record);
         continue;
       }
+      const id = recordId(record);
       if (!record.cont) {
         const expired = record.expireAt !== undefined && record.expireAt <= now();
-        const skip = exists.has(record.key) && policy === 'skip';
+        const skip = exists.has(id) && policy === 'skip';
         current = {
-          id: key.toString('hex'),
+          id,
           db: record.db,
           write: !expired && !skip,
           entries: 0,
@@ -124,52 +162,49 @@ export async function importRedis(
         };
         if (expired) {
           noteExpired(record);
-          if (policy === 'replace') add(undefined, (p) => p.del(key));
+          if (policy === 'replace') add(undefined, ['DEL', keyArg(record)]);
         } else if (skip) result.skipped++;
         else {
-          if (policy === 'replace') add(undefined, (p) => p.del(key));
+          if (policy === 'replace') add(undefined, ['DEL', keyArg(record)]);
           countRestored(record);
         }
-      } else if (!current || current.id !== key.toString('hex') || current.db !== record.db) {
+      } else if (!current || current.id !== id || current.db !== record.db) {
         throw new RedisBackupError('REDIS_BACKUP_INVALID', `the export continues key ${record.key} that it never started: it is damaged`);
       }
       if (!current?.write) continue;
-      typedWrites(record, key, current, (build) => add(record, build));
-      if (!record.more && current.expireAt !== undefined) {
-        const at = current.expireAt;
-        add(record, (p) => p.pexpireat(key, at));
-      }
+      typedWrites(record, current, (args) => add(record, args));
+      if (!record.more && current.expireAt !== undefined) add(record, ['PEXPIREAT', keyArg(record), current.expireAt]);
     }
-    inFlight.push(
-      exec(pipe).then((replies) => {
-        replies.forEach(([error], i) => {
-          if (!error) return;
-          const owner = owners[i];
-          if (BUSY.test(error.message)) {
-            if (policy === 'fail') throw keysExist([owner?.key ?? '?'], target);
-            result.skipped++;
-            result.restored--;
-            if (owner) result.databases[String(owner.db)] = (result.databases[String(owner.db)] ?? 1) - 1;
-            return;
-          }
-          if (PAYLOAD.test(error.message))
-            throw new RedisBackupError(
-              'REDIS_RDB_VERSION_TOO_NEW',
-              `${target.description} cannot read the DUMP payload of key ${owner?.key} (${error.message}): the backup comes from a newer Redis (${header?.redisVersion}). Restore the NDJSON export instead, or into a server at least as new`,
-              { cause: error },
-            );
-          throw new RedisBackupError(
-            'REDIS_RESTORE_FAILED',
-            `writing key ${owner?.key ?? '?'} (db ${owner?.db ?? db}) to ${target.description} failed: ${error.message}`,
-            {
-              cause: error,
-            },
-          );
-        });
-      }),
-    );
-    // Two pipelines in flight: the next batch is built while the server works on this one.
-    if (inFlight.length >= 2) await inFlight.shift();
+    if (pipe.count > 0) inFlight.push(conn.exec(pipe).then((replies) => failOn(replies, owners)));
+    // The next batch is built while the server works on these.
+    while (inFlight.length >= IN_FLIGHT) await inFlight.shift();
+  }
+
+  /** Turns the error replies of a batch into the restore's outcome: counted, or thrown. */
+  function failOn(replies: RespReply[], owners: (KeyRecord | undefined)[]): void {
+    for (let i = 0; i < replies.length; i++) {
+      const error = replies[i];
+      if (!(error instanceof RespError)) continue;
+      const owner = owners[i];
+      if (BUSY.test(error.message)) {
+        if (policy === 'fail') throw keysExist([owner?.key ?? '?'], target);
+        result.skipped++;
+        result.restored--;
+        if (owner) result.databases[String(owner.db)] = (result.databases[String(owner.db)] ?? 1) - 1;
+        continue;
+      }
+      if (PAYLOAD.test(error.message))
+        throw new RedisBackupError(
+          'REDIS_RDB_VERSION_TOO_NEW',
+          `${target.description} cannot read the DUMP payload of key ${owner?.key} (${error.message}): the backup comes from a newer Redis (${header?.redisVersion}). Restore the NDJSON export instead, or into a server at least as new`,
+          { cause: error },
+        );
+      throw new RedisBackupError(
+        'REDIS_RESTORE_FAILED',
+        `${owner ? `writing key ${owner.key} (db ${owner.db})` : 'a restore command'} to ${target.description} failed: ${error.message}`,
+        { cause: error },
+      );
+    }
   }
 
   try {
@@ -187,9 +222,9 @@ export async function importRedis(
       const record = line.record;
       if (record.db !== db) {
         await flush();
-        await Promise.all(inFlight.splice(0));
         throwIfAborted(options.signal, 'the restore');
-        await client.select(record.db);
+        // Sent in order ahead of the next batch: no need to wait for the batches in flight.
+        prelude.push(['SELECT', record.db]);
         db = record.db;
       }
       records.push(record);
@@ -204,6 +239,8 @@ export async function importRedis(
   } catch (error) {
     await Promise.allSettled(inFlight.splice(0));
     throw error instanceof RedisBackupError ? error : redisCommandError(target, 'restoring keys', error);
+  } finally {
+    await conn.close();
   }
   if (!header || !trailer)
     throw new RedisBackupError(
@@ -215,59 +252,49 @@ export async function importRedis(
 }
 
 /** The commands that recreate one typed record. */
-function typedWrites(
-  record: KeyRecord,
-  key: Buffer,
-  current: { entries: number },
-  add: (build: (p: ChainableCommander) => void) => void,
-): void {
-  const b = (text: string) => bytesOf(record, text);
+function typedWrites(record: KeyRecord, current: { entries: number }, add: (args: RespArg[]) => void): void {
+  const key = keyArg(record);
+  const b = (text: string) => valueArg(record, text);
   switch (record.type) {
     case 'string':
-      add((p) => (record.cont ? p.append(key, b(record.value ?? '')) : p.set(key, b(record.value ?? ''))));
+      add([record.cont ? 'APPEND' : 'SET', key, b(record.value ?? '')]);
       break;
     case 'hash':
-      if (record.fields?.length) add((p) => p.hset(key, ...(record.fields ?? []).flatMap(([f, v]) => [b(f), b(v)])));
+      if (record.fields?.length) add(['HSET', key, ...record.fields.flatMap(([f, v]) => [b(f), b(v)])]);
       break;
     case 'list':
-      if (record.items?.length) add((p) => p.rpush(key, ...(record.items ?? []).map(b)));
+      if (record.items?.length) add(['RPUSH', key, ...record.items.map(b)]);
       break;
     case 'set':
-      if (record.members?.length) add((p) => p.sadd(key, ...(record.members ?? []).map(b)));
+      if (record.members?.length) add(['SADD', key, ...record.members.map(b)]);
       break;
     case 'zset':
       // Scores travel as the server printed them: ZADD parses "inf" and 17-digit values exactly.
-      if (record.scores?.length) add((p) => p.call('ZADD', key, ...(record.scores ?? []).flatMap(([m, s]) => [s, b(m)])));
+      if (record.scores?.length) add(['ZADD', key, ...record.scores.flatMap(([m, s]) => [s, b(m)])]);
       break;
     case 'stream': {
       for (const [id, fields] of record.entries ?? []) {
         current.entries++;
-        add((p) => p.call('XADD', key, id, ...fields.map(b)));
+        add(['XADD', key, id, ...fields.map(b)]);
       }
       if (record.more) break;
       const meta = record.stream;
       if (current.entries === 0) {
         // An empty stream still exists in Redis: create it without entries.
-        add((p) => p.call('XGROUP', 'CREATE', key, 'drkit-restore', '0', 'MKSTREAM'));
-        add((p) => p.call('XGROUP', 'DESTROY', key, 'drkit-restore'));
+        add(['XGROUP', 'CREATE', key, 'drkit-restore', '0', 'MKSTREAM']);
+        add(['XGROUP', 'DESTROY', key, 'drkit-restore']);
       }
-      if (meta) add((p) => p.call('XSETID', key, meta.lastId, 'ENTRIESADDED', meta.entriesAdded, 'MAXDELETEDID', meta.maxDeletedId));
+      if (meta) add(['XSETID', key, meta.lastId, 'ENTRIESADDED', meta.entriesAdded, 'MAXDELETEDID', meta.maxDeletedId]);
       for (const group of record.groups ?? []) {
         const read = group.entriesRead === null ? [] : ['ENTRIESREAD', group.entriesRead];
-        add((p) => p.call('XGROUP', 'CREATE', key, group.name, group.lastDeliveredId, ...read));
-        for (const consumer of group.consumers) add((p) => p.call('XGROUP', 'CREATECONSUMER', key, group.name, consumer));
+        add(['XGROUP', 'CREATE', key, group.name, group.lastDeliveredId, ...read]);
+        for (const consumer of group.consumers) add(['XGROUP', 'CREATECONSUMER', key, group.name, consumer]);
         for (const [id, consumer, idle, count] of group.pending)
-          add((p) => p.call('XCLAIM', key, group.name, consumer, 0, id, 'IDLE', idle, 'RETRYCOUNT', count, 'FORCE', 'JUSTID'));
+          add(['XCLAIM', key, group.name, consumer, 0, id, 'IDLE', idle, 'RETRYCOUNT', count, 'FORCE', 'JUSTID']);
       }
       break;
     }
   }
-}
-
-async function exec(pipe: ChainableCommander): Promise<[Error | null, unknown][]> {
-  const replies = await pipe.exec();
-  if (!replies) throw new Error('the pipeline was not executed');
-  return replies;
 }
 
 /** REDIS_KEYS_EXIST naming some of the keys. */

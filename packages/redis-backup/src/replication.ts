@@ -1,9 +1,9 @@
-import { isIP, connect as netConnect, type Socket } from 'node:net';
-import { connect as tlsConnect } from 'node:tls';
+import type { Socket } from 'node:net';
 import type { Redis } from 'ioredis';
 import { connectionError, firstLine, type RedisTarget } from './connection.js';
 import { messageOf, RedisBackupError } from './errors.js';
 import { RDB_HEADER_SIZE, rdbVersionOf } from './rdb.js';
+import { openSocket } from './resp.js';
 
 /** An RDB being pulled from a server over the replication protocol (see {@link openRdbStream}). */
 export interface RdbStream {
@@ -163,15 +163,6 @@ function quoteLine(line: Buffer): string {
     return code < 0x20 || code === 0x7f ? `\\x${code.toString(16).padStart(2, '0')}` : c;
   }).join('');
   return firstLine(text).slice(0, 200);
-}
-
-function openSocket(target: RedisTarget): Socket {
-  if (target.path) return netConnect({ path: target.path });
-  if (target.tls) {
-    // SNI must not carry an IP address (Node warns, servers ignore it).
-    return tlsConnect({ host: target.host, port: target.port, ...(isIP(target.host) ? {} : { servername: target.host }) });
-  }
-  return netConnect({ host: target.host, port: target.port });
 }
 
 /**

@@ -157,7 +157,7 @@ export async function restoreRedis(options: RestoreRedisOptions): Promise<RedisR
     const due = throttle();
     let imported: ImportResult;
     try {
-      imported = await importRedis(client, target, read(), {
+      imported = await importRedis(target, read(), {
         policy,
         ...(options.batch !== undefined ? { batch: options.batch } : {}),
         ...signalOf(options),

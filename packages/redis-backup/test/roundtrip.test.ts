@@ -4,7 +4,7 @@ import { redisTarget } from '../src/connection.js';
 import { type ExportOptions, exportRedis } from '../src/export.js';
 import { importRedis } from '../src/import.js';
 import { readLines } from '../src/records.js';
-import { client, digest, fillDataset, keyStates } from './support/dataset.js';
+import { digest, fillDataset, keyStates } from './support/dataset.js';
 
 let source: RedisSandbox;
 let counts: Record<string, number>;
@@ -22,14 +22,8 @@ async function roundTrip(options: ExportOptions) {
   const target = await startRedis();
   try {
     const exported = exportRedis(redisTarget(source.url()), options);
-    const t = redisTarget(target.url());
-    const c = client(target.url());
-    try {
-      const result = await importRedis(c, t, readLines(exported.chunks));
-      return { result, summary: exported.summary(), digest: await digest(target.url()), states: await keyStates(target.url(), DBS) };
-    } finally {
-      c.disconnect();
-    }
+    const result = await importRedis(redisTarget(target.url()), readLines(exported.chunks));
+    return { result, summary: exported.summary(), digest: await digest(target.url()), states: await keyStates(target.url(), DBS) };
   } finally {
     await target.stop();
   }

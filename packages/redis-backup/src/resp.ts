@@ -1,0 +1,315 @@
+import { isIP, connect as netConnect, type Socket } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
+import { connectionError, type RedisTarget } from './connection.js';
+import { RedisBackupError } from './errors.js';
+
+/**
+ * A minimal pipelined RESP2 connection for bulk writes (a restore): commands are encoded
+ * straight into one buffer per batch and their replies parsed as they stream back, with no
+ * object or promise per command. A general client spends several microseconds and a few
+ * hundred bytes of garbage on each command, which made a restore of a million keys CPU-bound
+ * at ~100k keys/s; written this way the server is the limit, as with `redis-cli --pipe`.
+ */
+
+/** A server error reply (`-ERR ...`), kept in place among the replies of its batch. */
+export class RespError extends Error {
+  override readonly name = 'RespError';
+}
+
+/** One reply: nil, an integer, a status, a bulk string, an array, or an error. */
+export type RespReply = null | number | string | Buffer | RespReply[] | RespError;
+
+/** Base64 text sent as the bytes it encodes, decoded straight into the outgoing buffer. */
+export class Base64Arg {
+  readonly text: string;
+  constructor(text: string) {
+    this.text = text;
+  }
+}
+
+/** An argument: UTF-8 text, bytes, an integer, or {@link Base64Arg}. */
+export type RespArg = string | Buffer | number | Base64Arg;
+
+/** Opens the socket a target names (TCP, TLS or a unix socket), not yet connected. */
+export function openSocket(target: RedisTarget): Socket {
+  if (target.path) return netConnect({ path: target.path });
+  if (target.tls) {
+    // SNI must not carry an IP address (Node warns, servers ignore it).
+    return tlsConnect({ host: target.host, port: target.port, ...(isIP(target.host) ? {} : { servername: target.host }) });
+  }
+  return netConnect({ host: target.host, port: target.port });
+}
+
+const CRLF_0 = 0x0d;
+const INITIAL_BYTES = 256 * 1024;
+
+/** Commands encoded into one growing buffer, sent together by {@link RespConnection.exec}. */
+export class RespBatch {
+  private out = Buffer.allocUnsafe(INITIAL_BYTES);
+  private pos = 0;
+  /** Commands in this batch. */
+  count = 0;
+
+  /** Bytes encoded so far. */
+  get bytes(): number {
+    return this.pos;
+  }
+
+  /**
+   * Appends one command.
+   * @throws RedisBackupError REDIS_BACKUP_INVALID when a {@link Base64Arg} is not base64
+   */
+  command(args: readonly RespArg[]): void {
+    this.header(0x2a /* * */, args.length);
+    for (const arg of args) {
+      if (typeof arg === 'string') {
+        const length = Buffer.byteLength(arg, 'utf8');
+        this.header(0x24 /* $ */, length);
+        this.reserve(length + 2);
+        this.pos += this.out.write(arg, this.pos, length, 'utf8');
+      } else if (typeof arg === 'number') {
+        const text = String(arg);
+        this.header(0x24, text.length);
+        this.reserve(text.length + 2);
+        this.pos += this.out.write(text, this.pos, text.length, 'latin1');
+      } else if (arg instanceof Base64Arg) {
+        const text = arg.text;
+        const padding = text.endsWith('==') ? 2 : text.endsWith('=') ? 1 : 0;
+        const length = Math.floor(((text.length - padding) * 3) / 4);
+        this.header(0x24, length);
+        this.reserve(length + 2);
+        const written = this.out.write(text, this.pos, length, 'base64');
+        // Node skips characters that are not base64: fewer bytes than announced come out.
+        if (written !== length)
+          throw new RedisBackupError('REDIS_BACKUP_INVALID', 'a base64 value of the export does not decode: the export is damaged');
+        this.pos += written;
+      } else {
+        this.header(0x24, arg.length);
+        this.reserve(arg.length + 2);
+        this.pos += arg.copy(this.out, this.pos);
+      }
+      this.out[this.pos++] = CRLF_0;
+      this.out[this.pos++] = 0x0a;
+    }
+    this.count++;
+  }
+
+  /** The encoded commands (a view: the batch must not be reused after it was sent). */
+  take(): Buffer {
+    return this.out.subarray(0, this.pos);
+  }
+
+  /** `<type><n>\r\n` */
+  private header(type: number, n: number): void {
+    this.reserve(24);
+    const out = this.out;
+    out[this.pos++] = type;
+    if (n < 10) out[this.pos++] = 0x30 + n;
+    else this.pos += out.write(String(n), this.pos, 'latin1');
+    out[this.pos++] = CRLF_0;
+    out[this.pos++] = 0x0a;
+  }
+
+  private reserve(n: number): void {
+    if (this.pos + n <= this.out.length) return;
+    let size = this.out.length * 2;
+    while (size < this.pos + n) size *= 2;
+    const bigger = Buffer.allocUnsafe(size);
+    this.out.copy(bigger, 0, 0, this.pos);
+    this.out = bigger;
+  }
+}
+
+/** Options of {@link openResp}. */
+export interface OpenRespOptions {
+  /** Shown in CLIENT LIST. */
+  name?: string;
+  /** No reply for this long while replies are due → REDIS_TIMEOUT. @default 60000 */
+  timeoutMs?: number;
+}
+
+/** A connection that runs batches of commands, pipelined (see {@link openResp}). */
+export interface RespConnection {
+  /**
+   * Sends a batch and resolves with one reply per command, in order; error replies are
+   * {@link RespError}s in place. Several batches may be in flight at once.
+   * @throws RedisBackupError when the connection fails (its code says how)
+   */
+  exec(batch: RespBatch): Promise<RespReply[]>;
+  /** Sends one command and returns its reply; an error reply is thrown. */
+  call(...args: RespArg[]): Promise<RespReply>;
+  /** Closes the connection (after the replies in flight, unless it already failed). */
+  close(): Promise<void>;
+}
+
+/** Incomplete: wait for more bytes. */
+const MORE = Symbol('more');
+
+/**
+ * Connects to `target`, logs in and names the connection.
+ * @throws RedisBackupError REDIS_CONNECTION_REFUSED, REDIS_UNREACHABLE, REDIS_AUTH_FAILED, REDIS_TIMEOUT
+ */
+export async function openResp(target: RedisTarget, options: OpenRespOptions = {}): Promise<RespConnection> {
+  const timeoutMs = options.timeoutMs ?? 60_000;
+  const socket = openSocket(target);
+  socket.setNoDelay(true);
+  const pending: { replies: RespReply[]; expected: number; resolve: (r: RespReply[]) => void; reject: (e: unknown) => void }[] = [];
+  let failure: unknown;
+  let input: Buffer = Buffer.alloc(0);
+  let offset = 0;
+
+  const fail = (error: unknown) => {
+    failure ??= error;
+    socket.destroy();
+    for (const p of pending.splice(0)) p.reject(failure);
+  };
+
+  /** Parses one reply at `offset`, or returns MORE (offset unchanged) if it is not all here. */
+  const parse = (): RespReply | typeof MORE => {
+    const start = offset;
+    const value = parseAt();
+    if (value === MORE) offset = start;
+    return value;
+  };
+  const parseAt = (): RespReply | typeof MORE => {
+    const end = input.indexOf(CRLF_0, offset);
+    if (end < 0 || end + 1 >= input.length) return MORE;
+    const type = input[offset];
+    const line = input.toString('latin1', offset + 1, end);
+    const begin = offset + 1;
+    offset = end + 2;
+    switch (type) {
+      case 0x2b /* + */:
+        return line;
+      case 0x2d /* - */:
+        return new RespError(input.toString('utf8', begin, end));
+      case 0x3a /* : */:
+        return Number(line);
+      case 0x24 /* $ */:
+        {
+          const length = Number(line);
+          if (length < 0) return null;
+          if (offset + length + 2 > input.length) return MORE;
+          const value = Buffer.from(input.subarray(offset, offset + length));
+          offset += length + 2;
+          return value;
+        }
+      case 0x2a /* * */:
+        {
+          const length = Number(line);
+          if (length < 0) return null;
+          const items: RespReply[] = [];
+          for (let i = 0; i < length; i++) {
+            const item = parseAt();
+            if (item === MORE) return MORE;
+            items.push(item);
+          }
+          return items;
+        }
+      default:
+        throw new RedisBackupError(
+          'REDIS_PROTOCOL_ERROR',
+          `${target.description} sent a reply that is not RESP (type byte ${type}): is this a Redis server?`,
+        );
+    }
+  };
+
+  socket.on('data', (chunk: Buffer) => {
+    input = offset < input.length ? Buffer.concat([input.subarray(offset), chunk]) : chunk;
+    offset = 0;
+    try {
+      while (pending.length > 0) {
+        const value = parse();
+        if (value === MORE) break;
+        const head = pending[0] as (typeof pending)[number];
+        head.replies.push(value);
+        if (head.replies.length === head.expected) {
+          pending.shift();
+          head.resolve(head.replies);
+        }
+      }
+    } catch (error) {
+      fail(error);
+      return;
+    }
+    if (pending.length === 0 && offset < input.length)
+      fail(new RedisBackupError('REDIS_PROTOCOL_ERROR', `${target.description} sent a reply nothing asked for`));
+    socket.setTimeout(pending.length > 0 ? timeoutMs : 0);
+  });
+  socket.on('timeout', () =>
+    fail(new RedisBackupError('REDIS_TIMEOUT', `${target.description} did not answer for ${timeoutMs} ms: is the server overloaded?`)),
+  );
+  socket.on('error', (error) => fail(connectionError(target, error)));
+  socket.on('close', () =>
+    fail(new RedisBackupError('REDIS_UNREACHABLE', `${target.description} closed the connection while replies were due`)),
+  );
+
+  const exec = async (batch: RespBatch): Promise<RespReply[]> => {
+    if (failure) throw failure;
+    if (batch.count === 0) return [];
+    const replies = new Promise<RespReply[]>((resolve, reject) => {
+      pending.push({ replies: [], expected: batch.count, resolve, reject });
+    });
+    socket.setTimeout(timeoutMs);
+    if (!socket.write(batch.take()))
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          socket.off('drain', done);
+          socket.off('close', done);
+          resolve();
+        };
+        socket.on('drain', done).on('close', done);
+      });
+    return replies;
+  };
+  const call = async (...args: RespArg[]): Promise<RespReply> => {
+    const batch = new RespBatch();
+    batch.command(args);
+    const [reply] = await exec(batch);
+    if (reply instanceof RespError) throw reply;
+    return reply ?? null;
+  };
+
+  await new Promise<void>((resolve, reject) => {
+    const onError = (error: Error) => reject(connectionError(target, error));
+    socket.once(target.tls ? 'secureConnect' : 'connect', () => {
+      socket.off('error', onError);
+      resolve();
+    });
+    socket.once('error', onError);
+  }).catch((error: unknown) => {
+    socket.destroy();
+    throw error;
+  });
+  try {
+    if (target.password !== undefined) {
+      const auth = target.username ? ['AUTH', target.username, target.password] : ['AUTH', target.password];
+      await call(...auth).catch((error: unknown) => {
+        // Like ioredis: a password the server does not need is not an error.
+        if (error instanceof RespError && /without any password configured|no password is set/i.test(error.message)) return;
+        throw error instanceof RespError ? connectionError(target, error) : error;
+      });
+    }
+    await call('CLIENT', 'SETNAME', options.name ?? 'drkit').catch((error: unknown) => {
+      // A server that hides CLIENT from this user still takes writes.
+      if (!(error instanceof RespError) || /NOAUTH/.test(error.message))
+        throw error instanceof RespError ? connectionError(target, error) : error;
+    });
+  } catch (error) {
+    socket.destroy();
+    throw error;
+  }
+
+  return {
+    exec,
+    call,
+    async close() {
+      if (failure) return;
+      const quit = new RespBatch();
+      quit.command(['QUIT']);
+      await exec(quit).catch(() => {});
+      failure = new RedisBackupError('REDIS_UNREACHABLE', `the connection to ${target.description} was closed`);
+      socket.destroy();
+    },
+  };
+}

@@ -1,0 +1,151 @@
+import { randomBytes } from 'node:crypto';
+import { createServer, type Server, type Socket } from 'node:net';
+import { getFreePort, type RedisSandbox, startRedis } from '@drkit/sandbox';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { redisTarget } from '../src/connection.js';
+import { isRedisBackupError, type RedisBackupError } from '../src/errors.js';
+import { Base64Arg, openResp, RespBatch, RespError } from '../src/resp.js';
+
+const PASSWORD = 'resp-test-password';
+let plain: RedisSandbox;
+let secured: RedisSandbox;
+let check: Redis;
+
+beforeAll(async () => {
+  [plain, secured] = await Promise.all([startRedis(), startRedis({ password: PASSWORD })]);
+  check = new Redis({ host: plain.host, port: plain.port, lazyConnect: true, maxRetriesPerRequest: 0 });
+  await check.connect();
+});
+
+afterAll(async () => {
+  check?.disconnect();
+  await Promise.all([plain?.stop(), secured?.stop()]);
+});
+
+async function errorOf(promise: Promise<unknown>): Promise<RedisBackupError> {
+  try {
+    await promise;
+  } catch (error) {
+    if (isRedisBackupError(error)) return error;
+    throw error;
+  }
+  throw new Error('expected a RedisBackupError');
+}
+
+describe('RespBatch and openResp', () => {
+  it('writes text, bytes, integers and base64 exactly, and returns every kind of reply in order', async () => {
+    const conn = await openResp(redisTarget(plain.url()), { name: 'resp-test' });
+    try {
+      const binary = Buffer.from([0, 1, 2, 0xff, 0x0d, 0x0a, 0x80]);
+      const batch = new RespBatch();
+      batch.command(['SET', 'resp:text', 'grüße ✓']);
+      batch.command(['SET', Buffer.from('resp:bin\x00key', 'latin1'), binary]);
+      batch.command(['SET', 'resp:b64', new Base64Arg(binary.toString('base64'))]);
+      batch.command(['SET', 'resp:int', 12345678901]);
+      batch.command(['INCRBY', 'resp:int', 1]);
+      batch.command(['GET', 'resp:missing']);
+      batch.command(['MGET', 'resp:text', 'resp:missing']);
+      batch.command(['HSET', 'resp:text', 'f', 'v']);
+      const replies = await conn.exec(batch);
+      expect(replies.slice(0, 4)).toEqual(['OK', 'OK', 'OK', 'OK']);
+      expect(replies[4]).toBe(12345678902);
+      expect(replies[5]).toBeNull();
+      expect(replies[6]).toEqual([Buffer.from('grüße ✓'), null]);
+      expect(replies[7]).toBeInstanceOf(RespError);
+      expect((replies[7] as RespError).message).toMatch(/^WRONGTYPE/);
+
+      expect(await check.get('resp:text')).toBe('grüße ✓');
+      expect(await check.getBuffer(Buffer.from('resp:bin\x00key', 'latin1'))).toEqual(binary);
+      expect(await check.getBuffer('resp:b64')).toEqual(binary);
+      expect(await conn.call('CLIENT', 'GETNAME')).toEqual(Buffer.from('resp-test'));
+      await expect(conn.call('NOSUCHCOMMAND')).rejects.toBeInstanceOf(RespError);
+    } finally {
+      await conn.close();
+    }
+  });
+
+  it('grows its buffer for large values and keeps several large batches in flight', async () => {
+    const conn = await openResp(redisTarget(plain.url()));
+    try {
+      const values = Array.from({ length: 6 }, () => randomBytes(3 * 1024 * 1024));
+      const sent = values.map((value, i) => {
+        const batch = new RespBatch();
+        batch.command(['SET', `resp:big:${i}`, i % 2 === 0 ? value : new Base64Arg(value.toString('base64'))]);
+        batch.command(['STRLEN', `resp:big:${i}`]);
+        expect(batch.bytes).toBeGreaterThan(value.length);
+        return conn.exec(batch);
+      });
+      for (const replies of await Promise.all(sent)) expect(replies).toEqual(['OK', 3 * 1024 * 1024]);
+      for (const [i, value] of values.entries()) expect((await check.getBuffer(`resp:big:${i}`))?.equals(value)).toBe(true);
+    } finally {
+      await conn.close();
+    }
+  });
+
+  it('refuses base64 that does not decode, before anything is sent', () => {
+    const batch = new RespBatch();
+    const error = (() => {
+      try {
+        batch.command(['SET', 'k', new Base64Arg('not*base64*at*all')]);
+      } catch (e) {
+        return e as RedisBackupError;
+      }
+      throw new Error('expected a throw');
+    })();
+    expect(error.code).toBe('REDIS_BACKUP_INVALID');
+    expect(batch.count).toBe(0);
+  });
+
+  it('logs in, and maps a wrong password and a closed port to their codes without printing the password', async () => {
+    const conn = await openResp(redisTarget(secured.url()));
+    expect(await conn.call('PING')).toBe('PONG');
+    await conn.close();
+
+    const wrong = await errorOf(openResp(redisTarget(secured.url().replace(encodeURIComponent(PASSWORD), 'not-it'))));
+    expect(wrong.code).toBe('REDIS_AUTH_FAILED');
+    expect(`${wrong.message} ${String(wrong.cause)}`).not.toContain('not-it');
+    const missing = await errorOf(openResp(redisTarget(`redis://${secured.host}:${secured.port}`)));
+    expect(missing.code).toBe('REDIS_AUTH_FAILED');
+
+    const port = await getFreePort();
+    expect((await errorOf(openResp(redisTarget(`redis://127.0.0.1:${port}`)))).code).toBe('REDIS_CONNECTION_REFUSED');
+  });
+
+  it('fails with REDIS_TIMEOUT when the server goes silent, and with REDIS_UNREACHABLE when it hangs up', async () => {
+    // A server that answers the login and then nothing; a second that hangs up on the next command.
+    const sockets: Socket[] = [];
+    const fake = (mode: 'silent' | 'hang-up'): Promise<Server> =>
+      new Promise((resolve) => {
+        const server = createServer((socket) => {
+          sockets.push(socket);
+          let seen = 0;
+          socket.on('data', () => {
+            seen++;
+            if (seen === 1) socket.write('+OK\r\n');
+            else if (mode === 'hang-up') socket.destroy();
+          });
+        });
+        server.listen(0, '127.0.0.1', () => resolve(server));
+      });
+    const silent = await fake('silent');
+    const hangUp = await fake('hang-up');
+    const url = (s: Server) => `redis://127.0.0.1:${(s.address() as { port: number }).port}`;
+    try {
+      const quiet = await openResp(redisTarget(url(silent)), { timeoutMs: 300 });
+      const batch = new RespBatch();
+      batch.command(['SET', 'k', 'v']);
+      expect((await errorOf(quiet.exec(batch))).code).toBe('REDIS_TIMEOUT');
+
+      const closing = await openResp(redisTarget(url(hangUp)));
+      const next = new RespBatch();
+      next.command(['SET', 'k', 'v']);
+      expect((await errorOf(closing.exec(next))).code).toBe('REDIS_UNREACHABLE');
+      // A failed connection refuses further batches with the same error.
+      expect((await errorOf(closing.exec(next))).code).toBe('REDIS_UNREACHABLE');
+    } finally {
+      for (const s of sockets) s.destroy();
+      await Promise.all([silent, hangUp].map((s) => new Promise((r) => s.close(r))));
+    }
+  });
+});
