@@ -1,3 +1,4 @@
+import { periodicFullCollector } from '@drkit/crypto-stream';
 import type { Redis } from 'ioredis';
 import { connectRedis, firstLine, type RedisTarget } from './connection.js';
 import { messageOf, RedisBackupError, throwIfAborted } from './errors.js';
@@ -148,6 +149,10 @@ export function exportRedis(target: RedisTarget, options: ExportOptions = {}): R
         return buffer;
       };
 
+      // Each batch leaves a few MB of reply buffers and line strings that outlive a young
+      // collection; V8 lets such garbage pile up for a long while (RSS 190 MB at 100k keys,
+      // 280 MB at 1M). A full collection of the export's small heap now and then keeps it flat.
+      const collect = periodicFullCollector();
       const databases = options.databases ?? Object.keys(await keyspaceOf(client)).map(Number);
       let inspect = scriptInspector(client, encoding, windowElements, windowBytes, expiry);
       if (options.scripting === 'off') inspect = pipelineInspector(client, encoding, windowElements, windowBytes, expiry);
@@ -187,6 +192,7 @@ export function exportRedis(target: RedisTarget, options: ExportOptions = {}): R
               } else write(recordOf(db, item, encoding));
             }
             if (pending >= FLUSH_BYTES) yield take();
+            collect();
             options.onProgress?.({ db, keys: count });
           }
         } finally {

@@ -1,3 +1,4 @@
+import { periodicFullCollector } from '@drkit/crypto-stream';
 import type { RedisTarget } from './connection.js';
 import { RedisBackupError, throwIfAborted } from './errors.js';
 import type { ExportHeader, ExportLine, ExportTrailer, KeyRecord } from './records.js';
@@ -95,6 +96,8 @@ export async function importRedis(
   // The key's bytes: each window of a large key chooses text or base64 for itself.
   const recordId = (record: KeyRecord) => Buffer.from(record.key, record.b64 ? 'base64' : 'utf8').toString('latin1');
 
+  // Parsed records and their strings outlive young collections; see exportRedis.
+  const collect = periodicFullCollector();
   const conn: RespConnection = await openResp(target, { name: 'drkit-restore' });
 
   async function flush(): Promise<void> {
@@ -230,6 +233,7 @@ export async function importRedis(
       records.push(record);
       if (records.length >= batch) {
         await flush();
+        collect();
         throwIfAborted(options.signal, 'the restore');
         options.onProgress?.({ keys: result.restored, db });
       }
