@@ -60,6 +60,18 @@ export class RespBatch {
    * @throws RedisBackupError REDIS_BACKUP_INVALID when a {@link Base64Arg} is not base64
    */
   command(args: readonly RespArg[]): void {
+    const start = this.pos;
+    try {
+      this.encode(args);
+    } catch (error) {
+      // Nothing of a refused command stays in the batch.
+      this.pos = start;
+      throw error;
+    }
+    this.count++;
+  }
+
+  private encode(args: readonly RespArg[]): void {
     this.header(0x2a /* * */, args.length);
     for (const arg of args) {
       if (typeof arg === 'string') {
@@ -91,7 +103,6 @@ export class RespBatch {
       this.out[this.pos++] = CRLF_0;
       this.out[this.pos++] = 0x0a;
     }
-    this.count++;
   }
 
   /** The encoded commands (a view: the batch must not be reused after it was sent). */

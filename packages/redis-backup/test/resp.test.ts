@@ -95,6 +95,7 @@ describe('RespBatch and openResp', () => {
     })();
     expect(error.code).toBe('REDIS_BACKUP_INVALID');
     expect(batch.count).toBe(0);
+    expect(batch.bytes).toBe(0);
   });
 
   it('logs in, and maps a wrong password and a closed port to their codes without printing the password', async () => {
