@@ -82,8 +82,6 @@ export async function importRedis(
   // The key whose records are being written, across batches (a large key spans many).
   let current: { id: string; db: number; write: boolean; expireAt?: number; entries: number } | undefined;
   const inFlight: Promise<void>[] = [];
-  // Commands that go before the next batch's own (SELECT): they keep their order on the wire.
-  let prelude: RespArg[][] = [];
 
   const countRestored = (record: KeyRecord) => {
     result.restored++;
@@ -100,27 +98,33 @@ export async function importRedis(
   const collect = periodicFullCollector();
   const conn: RespConnection = await openResp(target, { name: 'drkit-restore' });
 
+  // The batch being built, and which record each of its commands belongs to (errors are
+  // reported by key). Commands reach the server in the order they are added.
+  let pipe = new RespBatch();
+  let owners: (KeyRecord | undefined)[] = [];
+  const add = (record: KeyRecord | undefined, args: RespArg[]) => {
+    pipe.command(args);
+    owners.push(record);
+  };
+  const send = () => {
+    if (pipe.count === 0) return;
+    const sent = owners;
+    inFlight.push(conn.exec(pipe).then((replies) => failOn(replies, sent)));
+    pipe = new RespBatch();
+    owners = [];
+  };
+
   async function flush(): Promise<void> {
-    if (records.length === 0 && prelude.length === 0) return;
     const todo = records;
     records = [];
-    const pipe = new RespBatch();
-    // Which command replies belong to which record: errors are reported by key.
-    const owners: (KeyRecord | undefined)[] = [];
-    const add = (record: KeyRecord | undefined, args: RespArg[]) => {
-      pipe.command(args);
-      owners.push(record);
-    };
-    for (const args of prelude) add(undefined, args);
-    prelude = [];
     // Typed keys under "fail" or "skip": which of them exist decides what is written.
     const firsts = todo.filter((r) => !r.cont && r.dump === undefined);
     let exists = new Set<string>();
     if (policy !== 'replace' && firsts.length > 0) {
+      // What is queued (a SELECT) must reach the server before the check.
+      send();
       const check = new RespBatch();
       for (const r of firsts) check.command(['EXISTS', keyArg(r)]);
-      // The SELECT of this batch must reach the server before the check.
-      if (pipe.count > 0) inFlight.push(conn.exec(pipe).then((replies) => failOn(replies, owners)));
       const replies = await conn.exec(check);
       exists = new Set(firsts.filter((_, i) => Number(replies[i]) > 0).map(recordId));
       if (policy === 'fail' && exists.size > 0)
@@ -128,16 +132,7 @@ export async function importRedis(
           firsts.filter((r) => exists.has(recordId(r))).map((r) => r.key),
           target,
         );
-      if (pipe.count > 0) return flushRest(todo, exists, new RespBatch(), []);
     }
-    return flushRest(todo, exists, pipe, owners);
-  }
-
-  async function flushRest(todo: KeyRecord[], exists: Set<string>, pipe: RespBatch, owners: (KeyRecord | undefined)[]): Promise<void> {
-    const add = (record: KeyRecord | undefined, args: RespArg[]) => {
-      pipe.command(args);
-      owners.push(record);
-    };
     for (const record of todo) {
       if (record.dump !== undefined) {
         if (record.expireAt !== undefined && record.expireAt <= now()) {
@@ -178,7 +173,7 @@ export async function importRedis(
       typedWrites(record, current, (args) => add(record, args));
       if (!record.more && current.expireAt !== undefined) add(record, ['PEXPIREAT', keyArg(record), current.expireAt]);
     }
-    if (pipe.count > 0) inFlight.push(conn.exec(pipe).then((replies) => failOn(replies, owners)));
+    send();
     // The next batch is built while the server works on these.
     while (inFlight.length >= IN_FLIGHT) await inFlight.shift();
   }
@@ -226,8 +221,8 @@ export async function importRedis(
       if (record.db !== db) {
         await flush();
         throwIfAborted(options.signal, 'the restore');
-        // Sent in order ahead of the next batch: no need to wait for the batches in flight.
-        prelude.push(['SELECT', record.db]);
+        // Queued ahead of the next batch's commands: no need to wait for the batches in flight.
+        add(undefined, ['SELECT', record.db]);
         db = record.db;
       }
       records.push(record);

@@ -3,7 +3,7 @@ import type { Redis } from 'ioredis';
 import { connectionError, firstLine, type RedisTarget } from './connection.js';
 import { messageOf, RedisBackupError } from './errors.js';
 import { RDB_HEADER_SIZE, rdbVersionOf } from './rdb.js';
-import { openSocket } from './resp.js';
+import { encodeCommand, openSocket } from './resp.js';
 
 /** An RDB being pulled from a server over the replication protocol (see {@link openRdbStream}). */
 export interface RdbStream {
@@ -144,16 +144,6 @@ function createInbox(socket: Socket, timeoutMs: number): Inbox {
       notify();
     },
   };
-}
-
-/** A RESP array of bulk strings: the only form a server must accept, and binary-safe. */
-function encodeCommand(args: readonly (string | Buffer)[]): Buffer {
-  const parts: Buffer[] = [Buffer.from(`*${args.length}\r\n`)];
-  for (const arg of args) {
-    const bytes = typeof arg === 'string' ? Buffer.from(arg, 'utf8') : arg;
-    parts.push(Buffer.from(`$${bytes.length}\r\n`), bytes, Buffer.from('\r\n'));
-  }
-  return Buffer.concat(parts);
 }
 
 /** A reply line as text safe to quote in a message: control bytes escaped, length capped. */

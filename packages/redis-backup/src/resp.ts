@@ -45,10 +45,15 @@ const INITIAL_BYTES = 256 * 1024;
 
 /** Commands encoded into one growing buffer, sent together by {@link RespConnection.exec}. */
 export class RespBatch {
-  private out = Buffer.allocUnsafe(INITIAL_BYTES);
+  private out: Buffer;
   private pos = 0;
   /** Commands in this batch. */
   count = 0;
+
+  /** @param initialBytes the buffer's first size (it doubles as needed): small for one short command */
+  constructor(initialBytes = INITIAL_BYTES) {
+    this.out = Buffer.allocUnsafe(initialBytes);
+  }
 
   /** Bytes encoded so far. */
   get bytes(): number {
@@ -129,6 +134,13 @@ export class RespBatch {
     this.out.copy(bigger, 0, 0, this.pos);
     this.out = bigger;
   }
+}
+
+/** One command in RESP, for a connection that writes its own bytes (the replication handshake). */
+export function encodeCommand(args: readonly RespArg[]): Buffer {
+  const batch = new RespBatch(256);
+  batch.command(args);
+  return batch.take();
 }
 
 /** Options of {@link openResp}. */
@@ -274,7 +286,7 @@ export async function openResp(target: RedisTarget, options: OpenRespOptions = {
     return replies;
   };
   const call = async (...args: RespArg[]): Promise<RespReply> => {
-    const batch = new RespBatch();
+    const batch = new RespBatch(256);
     batch.command(args);
     const [reply] = await exec(batch);
     if (reply instanceof RespError) throw reply;
@@ -316,7 +328,7 @@ export async function openResp(target: RedisTarget, options: OpenRespOptions = {
     call,
     async close() {
       if (failure) return;
-      const quit = new RespBatch();
+      const quit = new RespBatch(64);
       quit.command(['QUIT']);
       await exec(quit).catch(() => {});
       failure = new RedisBackupError('REDIS_UNREACHABLE', `the connection to ${target.description} was closed`);
