@@ -22,7 +22,6 @@ export {
   KNOWN_KINDS,
   MANIFEST_SCHEMA,
   type Manifest,
-  manifestSchema,
   newArtifactId,
   parseManifest,
   redactCredentials,
