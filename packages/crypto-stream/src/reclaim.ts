@@ -8,14 +8,16 @@ import { runInNewContext } from 'node:vm';
  * the JS heap, held by a tiny JS object. The objects are too small to fill V8's young
  * generation, so V8 only collects them once 64 MiB of outside memory has built up, and a
  * 2 GB seal then peaks at ~130 MB RSS with freshly mapped pages for every chunk. A young
- * collection every 16 MiB costs well under a millisecond (the dead buffers are the only
+ * collection every 4 MiB costs well under a millisecond (the dead buffers are the only
  * garbage), frees them while their pages are still warm, and measured on the seal path:
- * peak RSS 130 → 80–95 MB, and throughput up rather than down (the allocator reuses
- * the same pages instead of faulting in new ones). See `pnpm bench crypto`.
+ * peak RSS 130 → 80–95 MB at 16 MiB, and throughput up rather than down (the allocator
+ * reuses the same pages instead of faulting in new ones). 4 MiB took another 18 MB off an
+ * RDB pull of a million keys (122 → 104 MB), whose socket reads, check and seal each hold
+ * their own chunks. See `pnpm bench crypto`.
  */
-export const RECLAIM_EVERY_BYTES = 16 * 1024 * 1024;
+export const RECLAIM_EVERY_BYTES = 4 * 1024 * 1024;
 
-type Collector = (options: { type: 'minor' | 'major'; execution: 'sync' }) => void;
+type Collector = (options: { type: 'minor' | 'major'; execution: 'sync'; flavor?: 'regular' | 'last-resort' }) => void;
 
 let collector: Collector | null | undefined;
 
@@ -61,8 +63,12 @@ export function reclaimer(enabled = true, everyBytes = RECLAIM_EVERY_BYTES): (by
  * Returns a function to call as chunks go by; it runs a full collection at most every
  * `everyMs`. For buffers that live long enough to be promoted out of the young generation
  * (chunks queued in a slow consumer's pipe), which young collections cannot free: without it
- * a restore's RSS climbs with the size of the backup. A full collection of drkit's small heap
- * takes a few milliseconds; every 500 ms that is well under 1% of the time.
+ * a restore's RSS climbs with the size of the backup. It is V8's memory-reducing collection
+ * ("last resort"), the only kind that also shrinks the young generation again: under a high
+ * allocation rate V8 keeps doubling it, and a logical export of 1M Redis keys ended with
+ * 128 MB of young generation and a peak RSS of 240 MB instead of ~145 MB. drkit's heap is
+ * small, so even this collection takes a few milliseconds; every 500 ms that is about 1% of
+ * the time.
  */
 export function periodicFullCollector(everyMs = 500): () => void {
   const gc = youngCollector();
@@ -72,6 +78,6 @@ export function periodicFullCollector(everyMs = 500): () => void {
     const now = performance.now();
     if (now - last < everyMs) return;
     last = now;
-    gc({ type: 'major', execution: 'sync' });
+    gc({ type: 'major', execution: 'sync', flavor: 'last-resort' });
   };
 }
