@@ -6,16 +6,17 @@
 //   removed after each run) against `redis-cli --rdb <file>` (file removed after each run).
 //   The sources run with `repl-diskless-sync-delay 0`, so neither side waits for the server's
 //   default 5 s grace for more replicas: both get a diskless (EOF-framed) transfer at once.
-// - "exact export": backupRedis({ mode: 'logical', encoding: 'exact', digest: false }) (SCAN +
-//   one Lua script per batch of 1000 keys returning type, PEXPIRETIME and DUMP, NDJSON lines,
-//   zstd, AES-256-GCM, file:// catalog) against `redis-cli --rdb` again: there is no standard
+// - "exact export": backupRedis({ mode: 'logical', encoding: 'exact', digest: false }) (SCAN on
+//   a connection of its own, up to 3 batches ahead; one Lua script per batch of 1000 keys
+//   returning PEXPIRETIME and DUMP (MEMORY USAGE decides which keys are read in windows), the
+//   type taken from the payload; NDJSON lines, zstd, AES-256-GCM, file:// catalog) against `redis-cli --rdb` again: there is no standard
 //   logical-export tool to compare with (a redis-cli --scan + DUMP loop is one round trip per
 //   key, far too slow to be a fair peer), and the RDB is the server's own serialisation of the
 //   same keys, i.e. the floor of what reading every key out of the server can cost.
 // - "exact restore": restoreRedis() of the main size's exact backup (policy replace, no verify)
 //   into an empty target, against `redis-cli --pipe` of the same RESTORE key ttl payload ABSTTL
 //   REPLACE commands from a local RESP file (the ceiling of a pipelined restore). Each run of
-//   either side starts with FLUSHALL SYNC on the target (timed, the same ioredis call on both).
+//   either side starts with FLUSHALL SYNC on the target (timed, the same redis-cli call on both).
 //
 // Sizes: DRKIT_BENCH_REDIS_KEYS (comma-separated key counts, default 100000,1000000) get an rdb
 // pull and an exact export case each (time, keys/s and peak RSS per size); the largest is the
@@ -31,8 +32,7 @@ import { finished } from 'node:stream/promises';
 import { masterKey } from '@drkit/crypto-stream';
 import { backupRedis, type LogicalFingerprint, REDIS_LOGICAL_KIND, readLines, readRedisBackup, restoreRedis } from '@drkit/redis-backup';
 import { createCatalog, createFsStore } from '@drkit/s3-store';
-import { type RedisSandbox, startRedis } from '@drkit/sandbox';
-import { Redis } from 'ioredis';
+import type { RedisSandbox } from '@drkit/sandbox';
 import { type BenchCase, defineBench } from './lib/define.ts';
 import { run, sh } from './lib/exec.ts';
 import { prng } from './lib/prng.ts';
@@ -77,6 +77,11 @@ const MAIN = SIZES.at(-1) as number;
 
 // Sandboxes live in the parent (setup and teardown run there): their stop() cannot travel in ctx.
 const servers: RedisSandbox[] = [];
+
+// The sandbox and ioredis are loaded by setup only (in the parent): a measured worker that
+// loaded them for nothing would report ~40 MB more peak RSS than drkit's backup itself uses.
+const sandbox = () => import('@drkit/sandbox');
+const ioredis = async () => (await import('ioredis')).Redis;
 
 const keysOf = (ctx: Ctx) => masterKey(Buffer.from(ctx.key, 'base64'));
 const urlOf = (server: Server) => `redis://${server.host}:${server.port}/0`;
@@ -265,7 +270,8 @@ async function writeDataset(path: string, size: number, now: number): Promise<vo
 
 /** Starts a source server and fills it with the dataset of `size` keys. */
 async function fillSource(dir: string, size: number, now: number): Promise<RedisSandbox> {
-  const server = await startRedis({ config: { 'repl-diskless-sync-delay': 0 } });
+  const server = await (await sandbox()).startRedis({ config: { 'repl-diskless-sync-delay': 0 } });
+  const Redis = await ioredis();
   servers.push(server);
   const file = join(dir, `dataset-${size}.resp`);
   await writeDataset(file, size, now);
@@ -287,12 +293,13 @@ async function fillSource(dir: string, size: number, now: number): Promise<Redis
 
 /**
  * The restore peer's input: every key of the exact backup as RESTORE key ttl payload ABSTTL
- * REPLACE, in backup order. Keys the export wrote typed (streams, which an exact export reads
- * in windows) get their DUMP from the source, which has not changed since.
+ * REPLACE, in backup order. Keys the export wrote typed (any over its window size, read in
+ * windows) get their DUMP from the source, which has not changed since.
  */
 async function writeRestoreCommands(ctx: Omit<Ctx, 'restore'>, store: string, backupId: string, path: string): Promise<number> {
   const catalog = createCatalog(createFsStore(store));
   const manifest = await catalog.get(backupId, REDIS_LOGICAL_KIND);
+  const Redis = await ioredis();
   const source = new Redis(urlOf(sourceOf(ctx as Ctx, MAIN)));
   const w = respWriter(path);
   let db = -1;
@@ -381,12 +388,7 @@ function exportCase(size: number): BenchCase<Ctx> {
 
 /** Empties the restore target: the first step of each restore run, on both sides alike. */
 async function flushTarget(ctx: Ctx): Promise<void> {
-  const redis = new Redis(urlOf(ctx.target));
-  try {
-    await redis.call('FLUSHALL', 'SYNC');
-  } finally {
-    redis.disconnect();
-  }
+  await run('redis-cli', ['-h', ctx.target.host, '-p', String(ctx.target.port), 'FLUSHALL', 'SYNC']);
 }
 
 function restoreCase(size: number): BenchCase<Ctx> {
@@ -429,10 +431,10 @@ export default defineBench<Ctx>({
     '2 cores shared by servers, tools and Node. ' +
     'rdb pull: backupRedis mode rdb (REPLCONF rdb-only + SYNC, CRC64 check, AES-256-GCM, no compression, file:// catalog, store removed after) vs redis-cli --rdb <file> (removed after); ' +
     'sources have repl-diskless-sync-delay 0 so both get a diskless transfer without the 5 s wait. ' +
-    'exact export: backupRedis mode logical, encoding exact, digest false (SCAN + Lua type/PEXPIRETIME/DUMP per 1000 keys, NDJSON, zstd, AES-256-GCM, file:// catalog) vs redis-cli --rdb ' +
+    'exact export: backupRedis mode logical, encoding exact, digest false (SCAN 3 batches ahead on its own connection + Lua PEXPIRETIME/MEMORY USAGE/DUMP per 1000 keys, NDJSON, zstd, AES-256-GCM, file:// catalog) vs redis-cli --rdb ' +
     '(no logical-export peer exists that is not one round trip per key; the RDB is the server serialising the same keys). ' +
     'exact restore: restoreRedis (policy replace, verify false) of a setup-made exact backup into an empty target vs redis-cli --pipe of the same RESTORE key ttl payload ABSTTL REPLACE commands ' +
-    'from a local RESP file (the ceiling); both sides start with FLUSHALL SYNC of the target (timed). keys/s = keys / median wall time; ' +
+    'from a local RESP file (the ceiling); both sides start with redis-cli FLUSHALL SYNC of the target (timed). keys/s = keys / median wall time; ' +
     'peer RSS is the worker only, not redis-cli',
   async setup() {
     const dir = await mkdtemp(join(tmpdir(), 'drkit-bench-redis-'));
@@ -443,7 +445,7 @@ export default defineBench<Ctx>({
         const server = await fillSource(dir, size, now);
         sources[String(size)] = { host: server.host, port: server.port };
       }
-      const target = await startRedis();
+      const target = await (await sandbox()).startRedis();
       servers.push(target);
       const key = randomBytes(32);
       const base = { dir, key: key.toString('base64'), sources, target: { host: target.host, port: target.port } };

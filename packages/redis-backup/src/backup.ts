@@ -1,13 +1,14 @@
 import { type Compression, seal, sealingKeyId } from '@drkit/crypto-stream';
 import type { Catalog, Manifest, Tier } from '@drkit/s3-store';
 import { type LogicalFingerprint, type RdbFingerprint, REDIS_LOGICAL_KIND, REDIS_RDB_KIND, type SealKeys } from './archive.js';
-import { connectRedis, type RedisTarget, redisTarget } from './connection.js';
+import { type RedisTarget, redisTarget } from './connection.js';
 import { isRedisBackupError, RedisBackupError, signalOf, throwIfAborted } from './errors.js';
 import { emitter, type RedisBackupEventListener, throttle } from './events.js';
 import { type ExportOptions, exportRedis } from './export.js';
 import { createRdbChecker, maxRdbVersionFor } from './rdb.js';
 import type { ExportEncoding } from './records.js';
 import { openRdbStream, replicationSettings } from './replication.js';
+import { openResp, type RespConnection } from './resp.js';
 import { datasetDigest, keyspaceOf, serverVersion } from './server.js';
 
 /** What to back up: the RDB file, a logical export, or both (the plan's "RDB snapshot + JSON export"). */
@@ -70,7 +71,8 @@ export async function backupRedis(options: BackupRedisOptions): Promise<RedisBac
   };
   throwIfAborted(options.signal, 'the backup');
   emit({ type: 'step', step: 'connect', message: `connecting to ${target.description}` });
-  const client = await connectRedis(target, { name: 'drkit-backup' });
+  // The package's own connection, not ioredis: a backup then never loads a general client.
+  const client = await openResp(target, { name: 'drkit-backup' });
   try {
     const version = await serverVersion(client);
     const common = {
@@ -109,7 +111,7 @@ export async function backupRedis(options: BackupRedisOptions): Promise<RedisBac
     // The store reports a failed source as its own I/O error: the Redis failure is the news.
     throw ownCause(error) ?? error;
   } finally {
-    await client.quit().catch(() => client.disconnect());
+    await client.close();
   }
 }
 
@@ -129,7 +131,7 @@ type Emit = ReturnType<typeof emitter>;
 async function backupRdb(
   options: BackupRedisOptions,
   target: RedisTarget,
-  client: Awaited<ReturnType<typeof connectRedis>>,
+  client: RespConnection,
   version: string,
   common: Common,
   emit: Emit,
@@ -201,7 +203,7 @@ async function backupRdb(
 async function backupLogical(
   options: BackupRedisOptions,
   target: RedisTarget,
-  client: Awaited<ReturnType<typeof connectRedis>>,
+  client: RespConnection,
   version: string,
   common: Common,
   emit: Emit,

@@ -48,7 +48,7 @@ export {
   restoreRedis,
   restoreRedisRdb,
 } from './restore.js';
-export { type Keyspace, keyspaceOf } from './server.js';
+export { type Commander, type Keyspace, keyspaceOf } from './server.js';
 export {
   type KeyDifference,
   type RedisBackupCheck,

@@ -1,9 +1,9 @@
 import type { Socket } from 'node:net';
-import type { Redis } from 'ioredis';
 import { connectionError, firstLine, type RedisTarget } from './connection.js';
 import { messageOf, RedisBackupError } from './errors.js';
 import { RDB_HEADER_SIZE, rdbVersionOf } from './rdb.js';
 import { encodeCommand, openSocket } from './resp.js';
+import type { Commander } from './server.js';
 
 /** An RDB being pulled from a server over the replication protocol (see {@link openRdbStream}). */
 export interface RdbStream {
@@ -433,11 +433,14 @@ export interface ReplicationSettings {
  * idle: with diskless sync the server waits out the delay for other replicas before it forks.
  * Managed services often refuse CONFIG: then nothing is known and `{}` is returned.
  */
-export async function replicationSettings(client: Redis): Promise<ReplicationSettings> {
+export async function replicationSettings(client: Commander): Promise<ReplicationSettings> {
   let diskless: unknown;
   let delay: unknown;
   try {
-    [diskless, delay] = await Promise.all([client.config('GET', 'repl-diskless-sync'), client.config('GET', 'repl-diskless-sync-delay')]);
+    [diskless, delay] = await Promise.all([
+      client.call('CONFIG', 'GET', 'repl-diskless-sync'),
+      client.call('CONFIG', 'GET', 'repl-diskless-sync-delay'),
+    ]);
   } catch {
     return {};
   }

@@ -1,14 +1,16 @@
+import { createRequire } from 'node:module';
 import { isIP, connect as netConnect, type Socket } from 'node:net';
-import { connect as tlsConnect } from 'node:tls';
+import type * as Tls from 'node:tls';
 import { connectionError, type RedisTarget } from './connection.js';
 import { RedisBackupError } from './errors.js';
 
 /**
- * A minimal pipelined RESP2 connection for bulk writes (a restore): commands are encoded
- * straight into one buffer per batch and their replies parsed as they stream back, with no
- * object or promise per command. A general client spends several microseconds and a few
- * hundred bytes of garbage on each command, which made a restore of a million keys CPU-bound
- * at ~100k keys/s; written this way the server is the limit, as with `redis-cli --pipe`.
+ * A minimal pipelined RESP2 connection for bulk work (an export, a restore): commands are
+ * encoded straight into one buffer per batch and their replies parsed as they stream back,
+ * with no object or promise per command. A general client spends several microseconds and a
+ * few hundred bytes of garbage on each command, which made a restore of a million keys
+ * CPU-bound at ~100k keys/s; written this way the server is the limit, as with
+ * `redis-cli --pipe`. It also keeps a general client's ~25 MB of code out of a backup.
  */
 
 /** A server error reply (`-ERR ...`), kept in place among the replies of its batch. */
@@ -30,12 +32,16 @@ export class Base64Arg {
 /** An argument: UTF-8 text, bytes, an integer, or {@link Base64Arg}. */
 export type RespArg = string | Buffer | number | Base64Arg;
 
+let tls: typeof Tls | undefined;
+
 /** Opens the socket a target names (TCP, TLS or a unix socket), not yet connected. */
 export function openSocket(target: RedisTarget): Socket {
   if (target.path) return netConnect({ path: target.path });
   if (target.tls) {
+    // Loaded on first use: node:tls costs ~6 MB of resident memory that plain TCP never needs.
+    tls ??= createRequire(import.meta.url)('node:tls') as typeof Tls;
     // SNI must not carry an IP address (Node warns, servers ignore it).
-    return tlsConnect({ host: target.host, port: target.port, ...(isIP(target.host) ? {} : { servername: target.host }) });
+    return tls.connect({ host: target.host, port: target.port, ...(isIP(target.host) ? {} : { servername: target.host }) });
   }
   return netConnect({ host: target.host, port: target.port });
 }
@@ -149,6 +155,8 @@ export interface OpenRespOptions {
   name?: string;
   /** No reply for this long while replies are due → REDIS_TIMEOUT. @default 60000 */
   timeoutMs?: number;
+  /** Not connected (and logged in) after this long → REDIS_UNREACHABLE. @default 10000 */
+  connectTimeoutMs?: number;
 }
 
 /** A connection that runs batches of commands, pipelined (see {@link openResp}). */
@@ -168,18 +176,37 @@ export interface RespConnection {
 /** Incomplete: wait for more bytes. */
 const MORE = Symbol('more');
 
+/** An array reply whose elements are still arriving. */
+interface OpenArray {
+  items: RespReply[];
+  remaining: number;
+}
+
 /**
  * Connects to `target`, logs in and names the connection.
  * @throws RedisBackupError REDIS_CONNECTION_REFUSED, REDIS_UNREACHABLE, REDIS_AUTH_FAILED, REDIS_TIMEOUT
  */
 export async function openResp(target: RedisTarget, options: OpenRespOptions = {}): Promise<RespConnection> {
   const timeoutMs = options.timeoutMs ?? 60_000;
+  const connectTimeoutMs = options.connectTimeoutMs ?? 10_000;
+  let connected = false;
+  /** How long a reply may take: until logged in, the connect limit covers the whole login. */
+  const replyLimit = () => (connected ? timeoutMs : connectTimeoutMs);
   const socket = openSocket(target);
   socket.setNoDelay(true);
   const pending: { replies: RespReply[]; expected: number; resolve: (r: RespReply[]) => void; reject: (e: unknown) => void }[] = [];
   let failure: unknown;
   let input: Buffer = Buffer.alloc(0);
   let offset = 0;
+  // The arrays being filled, outermost first. Parsing resumes inside them when more bytes
+  // come, so a reply of thousands of elements spread over many reads is parsed once, not
+  // again from its start on every read.
+  const open: OpenArray[] = [];
+  // A bulk string longer than what has arrived: its reads are gathered here and joined
+  // once, when all of it is in, instead of being copied again on every read.
+  let gathered: Buffer[] = [];
+  let gatheredBytes = 0;
+  let needed = 0;
 
   const fail = (error: unknown) => {
     failure ??= error;
@@ -187,47 +214,57 @@ export async function openResp(target: RedisTarget, options: OpenRespOptions = {
     for (const p of pending.splice(0)) p.reject(failure);
   };
 
-  /** Parses one reply at `offset`, or returns MORE (offset unchanged) if it is not all here. */
-  const parse = (): RespReply | typeof MORE => {
-    const start = offset;
-    const value = parseAt();
-    if (value === MORE) offset = start;
-    return value;
-  };
-  const parseAt = (): RespReply | typeof MORE => {
+  /**
+   * Parses the next element at `offset`: a whole scalar, or the header of an array (pushed on
+   * `open`, returned as undefined). MORE, with `offset` unchanged, when it is not all here.
+   */
+  const element = (): RespReply | undefined | typeof MORE => {
     const end = input.indexOf(CRLF_0, offset);
     if (end < 0 || end + 1 >= input.length) return MORE;
     const type = input[offset];
-    const line = input.toString('latin1', offset + 1, end);
-    const begin = offset + 1;
-    offset = end + 2;
     switch (type) {
-      case 0x2b /* + */:
-        return line;
-      case 0x2d /* - */:
-        return new RespError(input.toString('utf8', begin, end));
-      case 0x3a /* : */:
-        return Number(line);
       case 0x24 /* $ */:
         {
-          const length = Number(line);
-          if (length < 0) return null;
-          if (offset + length + 2 > input.length) return MORE;
-          const value = Buffer.from(input.subarray(offset, offset + length));
-          offset += length + 2;
+          const length = Number(input.toString('latin1', offset + 1, end));
+          if (length < 0) {
+            offset = end + 2;
+            return null;
+          }
+          if (end + 2 + length + 2 > input.length) {
+            needed = end + 2 + length + 2 - offset;
+            return MORE;
+          }
+          // A view, not a copy: socket reads are fresh buffers that nothing else writes to.
+          const value = input.subarray(end + 2, end + 2 + length);
+          offset = end + 2 + length + 2;
           return value;
         }
       case 0x2a /* * */:
         {
-          const length = Number(line);
+          const length = Number(input.toString('latin1', offset + 1, end));
+          offset = end + 2;
           if (length < 0) return null;
-          const items: RespReply[] = [];
-          for (let i = 0; i < length; i++) {
-            const item = parseAt();
-            if (item === MORE) return MORE;
-            items.push(item);
-          }
-          return items;
+          if (length === 0) return [];
+          open.push({ items: [], remaining: length });
+          return undefined;
+        }
+      case 0x2b /* + */:
+        {
+          const line = input.toString('latin1', offset + 1, end);
+          offset = end + 2;
+          return line;
+        }
+      case 0x2d /* - */:
+        {
+          const error = new RespError(input.toString('utf8', offset + 1, end));
+          offset = end + 2;
+          return error;
+        }
+      case 0x3a /* : */:
+        {
+          const n = Number(input.toString('latin1', offset + 1, end));
+          offset = end + 2;
+          return n;
         }
       default:
         throw new RedisBackupError(
@@ -237,30 +274,66 @@ export async function openResp(target: RedisTarget, options: OpenRespOptions = {
     }
   };
 
+  /** Parses what has arrived and hands out every reply that is complete. */
+  const parse = () => {
+    while (pending.length > 0) {
+      let value = element();
+      if (value === MORE) return;
+      if (value === undefined) continue;
+      // A finished element completes its array, which may complete the one around it.
+      while (open.length > 0) {
+        const top = open[open.length - 1] as OpenArray;
+        top.items.push(value);
+        if (--top.remaining > 0) break;
+        open.pop();
+        value = top.items;
+      }
+      if (open.length > 0) continue;
+      const head = pending[0] as (typeof pending)[number];
+      head.replies.push(value);
+      if (head.replies.length === head.expected) {
+        pending.shift();
+        head.resolve(head.replies);
+      }
+    }
+  };
+
   socket.on('data', (chunk: Buffer) => {
-    input = offset < input.length ? Buffer.concat([input.subarray(offset), chunk]) : chunk;
+    if (needed > 0) {
+      gathered.push(chunk);
+      gatheredBytes += chunk.length;
+      if (gatheredBytes < needed) return;
+      input = Buffer.concat(gathered, gatheredBytes);
+      gathered = [];
+      gatheredBytes = 0;
+      needed = 0;
+    } else input = offset < input.length ? Buffer.concat([input.subarray(offset), chunk]) : chunk;
     offset = 0;
     try {
-      while (pending.length > 0) {
-        const value = parse();
-        if (value === MORE) break;
-        const head = pending[0] as (typeof pending)[number];
-        head.replies.push(value);
-        if (head.replies.length === head.expected) {
-          pending.shift();
-          head.resolve(head.replies);
-        }
-      }
+      parse();
     } catch (error) {
       fail(error);
       return;
     }
-    if (pending.length === 0 && offset < input.length)
+    if (needed > 0) {
+      const rest = input.subarray(offset);
+      gathered = [rest];
+      gatheredBytes = rest.length;
+    } else if (pending.length === 0 && offset < input.length) {
       fail(new RedisBackupError('REDIS_PROTOCOL_ERROR', `${target.description} sent a reply nothing asked for`));
-    socket.setTimeout(pending.length > 0 ? timeoutMs : 0);
+      return;
+    }
+    socket.setTimeout(pending.length > 0 ? replyLimit() : 0);
   });
   socket.on('timeout', () =>
-    fail(new RedisBackupError('REDIS_TIMEOUT', `${target.description} did not answer for ${timeoutMs} ms: is the server overloaded?`)),
+    fail(
+      connected
+        ? new RedisBackupError('REDIS_TIMEOUT', `${target.description} did not answer for ${timeoutMs} ms: is the server overloaded?`)
+        : new RedisBackupError(
+            'REDIS_UNREACHABLE',
+            `${target.description} did not accept a connection and log in within ${connectTimeoutMs} ms: check the host, port and network`,
+          ),
+    ),
   );
   socket.on('error', (error) => fail(connectionError(target, error)));
   socket.on('close', () =>
@@ -273,7 +346,7 @@ export async function openResp(target: RedisTarget, options: OpenRespOptions = {
     const replies = new Promise<RespReply[]>((resolve, reject) => {
       pending.push({ replies: [], expected: batch.count, resolve, reject });
     });
-    socket.setTimeout(timeoutMs);
+    socket.setTimeout(replyLimit());
     if (!socket.write(batch.take()))
       await new Promise<void>((resolve) => {
         const done = () => {
@@ -293,13 +366,16 @@ export async function openResp(target: RedisTarget, options: OpenRespOptions = {
     return reply ?? null;
   };
 
+  // A host that drops packets would otherwise hold the connect for the system's TCP timeout.
+  socket.setTimeout(connectTimeoutMs);
   await new Promise<void>((resolve, reject) => {
     const onError = (error: Error) => reject(connectionError(target, error));
+    const onClose = () => reject(failure ?? new RedisBackupError('REDIS_UNREACHABLE', `${target.description} closed the connection`));
     socket.once(target.tls ? 'secureConnect' : 'connect', () => {
-      socket.off('error', onError);
+      socket.off('error', onError).off('close', onClose);
       resolve();
     });
-    socket.once('error', onError);
+    socket.once('error', onError).once('close', onClose);
   }).catch((error: unknown) => {
     socket.destroy();
     throw error;
@@ -322,6 +398,8 @@ export async function openResp(target: RedisTarget, options: OpenRespOptions = {
     socket.destroy();
     throw error;
   }
+  connected = true;
+  socket.setTimeout(0);
 
   return {
     exec,

@@ -1,10 +1,18 @@
-import type { Redis } from 'ioredis';
 import { connectionError, firstLine, type RedisTarget } from './connection.js';
 import { messageOf, RedisBackupError } from './errors.js';
 
+/**
+ * What the server queries need of a connection: one command, its reply (text as a string or
+ * bytes). An ioredis client and this package's own RESP connection both fit; backups use the
+ * latter, so that they never load a general client.
+ */
+export interface Commander {
+  call(command: string, ...args: (string | Buffer | number)[]): Promise<unknown>;
+}
+
 /** `INFO <section>` as a map of its `name:value` lines. */
-export async function info(client: Redis, section: string): Promise<Map<string, string>> {
-  const text = (await client.info(section)) as string;
+export async function info(client: Commander, section: string): Promise<Map<string, string>> {
+  const text = String(await client.call('INFO', section));
   const map = new Map<string, string>();
   for (const line of text.split(/\r?\n/)) {
     const i = line.indexOf(':');
@@ -14,7 +22,7 @@ export async function info(client: Redis, section: string): Promise<Map<string, 
 }
 
 /** The server's version, e.g. "7.0.15". */
-export async function serverVersion(client: Redis): Promise<string> {
+export async function serverVersion(client: Commander): Promise<string> {
   return (await info(client, 'server')).get('redis_version') ?? 'unknown';
 }
 
@@ -30,7 +38,7 @@ export function versionAtLeast(version: string, major: number, minor: number): b
 export type Keyspace = Record<string, { keys: number; expires: number }>;
 
 /** Every non-empty database: `{ "0": { keys, expires } }`. */
-export async function keyspaceOf(client: Redis): Promise<Keyspace> {
+export async function keyspaceOf(client: Commander): Promise<Keyspace> {
   const out: Keyspace = {};
   for (const [name, value] of await info(client, 'keyspace')) {
     const db = /^db(\d+)$/.exec(name)?.[1];
@@ -46,7 +54,7 @@ export async function keyspaceOf(client: Redis): Promise<Keyspace> {
  * `DEBUG DIGEST` of the whole dataset (every database), or undefined when the server does not
  * allow DEBUG (enable-debug-command no, managed services, ACL).
  */
-export async function datasetDigest(client: Redis): Promise<string | undefined> {
+export async function datasetDigest(client: Commander): Promise<string | undefined> {
   try {
     return String(await client.call('DEBUG', 'DIGEST'));
   } catch {

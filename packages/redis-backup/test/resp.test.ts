@@ -5,6 +5,7 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { redisTarget } from '../src/connection.js';
 import { isRedisBackupError, type RedisBackupError } from '../src/errors.js';
+import { dumpType } from '../src/export.js';
 import { Base64Arg, openResp, RespBatch, RespError } from '../src/resp.js';
 
 const PASSWORD = 'resp-test-password';
@@ -148,5 +149,113 @@ describe('RespBatch and openResp', () => {
       for (const s of sockets) s.destroy();
       await Promise.all([silent, hangUp].map((s) => new Promise((r) => s.close(r))));
     }
+  });
+
+  it('puts together replies that arrive in pieces: every split of nested arrays, and values larger than many reads', async () => {
+    // A fake server that answers its first command (CLIENT SETNAME) and then sends one
+    // crafted reply in pieces of 1 to 7 bytes, with pauses, so that every element, header and
+    // CRLF is cut somewhere.
+    const reply = Buffer.concat([
+      Buffer.from('*4\r\n*3\r\n$5\r\nhello\r\n:-42\r\n$-1\r\n+OK\r\n*2\r\n*0\r\n-ERR inner\r\n$12\r\n', 'latin1'),
+      Buffer.from([0, 13, 10, 255, 1, 2, 3, 13, 10, 4, 5, 6]),
+      Buffer.from('\r\n', 'latin1'),
+    ]);
+    const server = await new Promise<Server>((resolve) => {
+      const s = createServer((socket) => {
+        let seen = 0;
+        socket.on('data', async () => {
+          if (++seen === 1) return void socket.write('+OK\r\n');
+          for (let at = 0, n = 1; at < reply.length; at += n, n = (n % 7) + 1) {
+            socket.write(reply.subarray(at, at + n));
+            await new Promise((r) => setTimeout(r, 2));
+          }
+        });
+      });
+      s.listen(0, '127.0.0.1', () => resolve(s));
+    });
+    try {
+      const conn = await openResp(redisTarget(`redis://127.0.0.1:${(server.address() as { port: number }).port}`));
+      const batch = new RespBatch();
+      batch.command(['ANY']);
+      const [value] = await conn.exec(batch);
+      expect(value).toEqual([
+        [Buffer.from('hello'), -42, null],
+        'OK',
+        [[], new RespError('ERR inner')],
+        Buffer.from([0, 13, 10, 255, 1, 2, 3, 13, 10, 4, 5, 6]),
+      ]);
+      await conn.close();
+    } finally {
+      await new Promise((r) => server.close(r));
+    }
+
+    // And from a real server: a 5 MB value and a 60 000-element array, each over many reads.
+    const real = await openResp(redisTarget(plain.url()));
+    try {
+      const big = randomBytes(5 * 1024 * 1024);
+      await check.set('resp:read:big', big);
+      const items = Array.from({ length: 60_000 }, (_, i) => `item-${i}-${'x'.repeat(i % 50)}`);
+      for (let i = 0; i < items.length; i += 5000) await check.rpush('resp:read:list', ...items.slice(i, i + 5000));
+      const reads = new RespBatch();
+      reads.command(['GET', 'resp:read:big']);
+      reads.command(['LRANGE', 'resp:read:list', 0, -1]);
+      reads.command(['GET', 'resp:read:big']);
+      const [first, list, second] = await real.exec(reads);
+      expect((first as Buffer).equals(big)).toBe(true);
+      expect((second as Buffer).equals(big)).toBe(true);
+      expect((list as Buffer[]).map(String)).toEqual(items);
+    } finally {
+      await real.close();
+    }
+  });
+
+  it('gives up on a host that accepts the connection but never answers the login, with REDIS_UNREACHABLE', async () => {
+    const sockets: Socket[] = [];
+    const mute = await new Promise<Server>((resolve) => {
+      const s = createServer((socket) => sockets.push(socket));
+      s.listen(0, '127.0.0.1', () => resolve(s));
+    });
+    try {
+      const started = Date.now();
+      const error = await errorOf(
+        openResp(redisTarget(`redis://127.0.0.1:${(mute.address() as { port: number }).port}`), { connectTimeoutMs: 300 }),
+      );
+      expect(error.code).toBe('REDIS_UNREACHABLE');
+      expect(error.message).toMatch(/within 300 ms/);
+      expect(Date.now() - started).toBeLessThan(5000);
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      await new Promise((r) => mute.close(r));
+    }
+  });
+});
+
+describe('dumpType', () => {
+  it('names the type of every encoding a DUMP payload comes in, as TYPE does', async () => {
+    const keys: string[] = [];
+    const p = check.pipeline();
+    const add = (key: string, ...commands: (string | number)[][]) => {
+      keys.push(key);
+      for (const [name, ...args] of commands) p.call(String(name), key, ...args);
+    };
+    add('dt:int', ['SET', 12345]);
+    add('dt:embstr', ['SET', 'short']);
+    add('dt:raw', ['SET', 'r'.repeat(500)]);
+    add('dt:list:small', ['RPUSH', 'a', 'b']);
+    add('dt:list:big', ['RPUSH', ...Array.from({ length: 3000 }, (_, i) => `item-${i}`)]);
+    add('dt:set:int', ['SADD', 1, 2, 3]);
+    add('dt:set:small', ['SADD', 'a', 'b']);
+    add('dt:set:big', ['SADD', ...Array.from({ length: 1000 }, (_, i) => `m-${i}`)]);
+    add('dt:zset:small', ['ZADD', 1, 'a', 2, 'b']);
+    add('dt:zset:big', ['ZADD', ...Array.from({ length: 500 }, (_, i) => [i, `m-${i}`]).flat()]);
+    add('dt:hash:small', ['HSET', 'f', 'v']);
+    add('dt:hash:big', ['HSET', ...Array.from({ length: 1000 }, (_, i) => [`f-${i}`, `v-${i}`]).flat()]);
+    add('dt:stream', ['XADD', '*', 'f', 'v'], ['XGROUP', 'CREATE', '$', 'g']);
+    await p.exec();
+    for (const key of keys) {
+      const payload = (await check.dumpBuffer(key)) as Buffer;
+      expect([key, dumpType(payload)]).toEqual([key, await check.type(key)]);
+    }
+    expect(dumpType(Buffer.from([7, 0, 0]))).toBeUndefined();
   });
 });
