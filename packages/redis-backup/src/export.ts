@@ -14,7 +14,7 @@ import {
   type StreamMeta,
   textOf,
 } from './records.js';
-import { openResp, type RespArg, RespBatch, type RespConnection, RespError, type RespReply } from './resp.js';
+import { openResp, parseReplies, type RespArg, RespBatch, type RespConnection, RespError, type RespReply } from './resp.js';
 import { keyspaceOf, redisCommandError, serverVersion, versionAtLeast } from './server.js';
 
 /** Options of {@link exportRedis}. */
@@ -177,6 +177,48 @@ interface Inspected {
 const FLUSH_BYTES = 256 * 1024;
 
 /**
+ * UTF-8 text written straight into buffers of about `size` bytes. Joining the lines into one
+ * string per chunk first made a 256 KB string each time, which V8 puts in its large-object
+ * space and frees only in a full collection: ~20 MB of them piled up between two.
+ */
+class ChunkWriter {
+  readonly #size: number;
+  #chunk: Buffer;
+  #at = 0;
+  #full: Buffer[] = [];
+
+  constructor(size: number) {
+    this.#size = size;
+    this.#chunk = Buffer.allocUnsafe(size);
+  }
+
+  /** Appends `text`, moving on to a new buffer when it might not fit (3 bytes a character at most). */
+  write(text: string): void {
+    const most = text.length * 3;
+    if (this.#at + most > this.#chunk.length) {
+      if (this.#at > 0) this.#full.push(this.#chunk.subarray(0, this.#at));
+      this.#chunk = Buffer.allocUnsafe(Math.max(this.#size, most));
+      this.#at = 0;
+    }
+    this.#at += this.#chunk.write(text, this.#at);
+  }
+
+  /** The buffers that are full, taken. */
+  full(): Buffer[] {
+    const full = this.#full;
+    this.#full = [];
+    return full;
+  }
+
+  /** Everything not yet taken, the last partial buffer included. */
+  rest(): Buffer[] {
+    if (this.#at > 0) this.#full.push(this.#chunk.subarray(0, this.#at));
+    this.#at = 0;
+    return this.full();
+  }
+}
+
+/**
  * Exports every key of a server's databases as {@link EXPORT_FORMAT} lines, SCAN-based and
  * pipelined, with absolute expiries. Not a point-in-time snapshot: a key changed while the
  * export runs is seen as it was when its batch was read (use the RDB pull for one instant).
@@ -200,18 +242,11 @@ export function exportRedis(target: RedisTarget, options: ExportOptions = {}): R
       const expiry = options.expiryCommand ?? (versionAtLeast(version, 7, 0) ? 'pexpiretime' : 'pttl');
       const header: ExportHeader = { format: EXPORT_FORMAT, encoding, redisVersion: version, startedAt: new Date().toISOString(), expiry };
       const trailer: ExportTrailer = { end: true, keys: 0, records: 0, databases: {}, expires: {}, finishedAt: '' };
-      let out: string[] = [`${JSON.stringify(header)}\n`];
-      let pending = out[0]?.length ?? 0;
+      const lines = new ChunkWriter(FLUSH_BYTES);
+      lines.write(`${JSON.stringify(header)}\n`);
       const push = (line: string) => {
-        out.push(line);
-        pending += line.length;
+        lines.write(line);
         trailer.records++;
-      };
-      const take = () => {
-        const buffer = Buffer.from(out.join(''), 'utf8');
-        out = [];
-        pending = 0;
-        return buffer;
       };
 
       // Each batch leaves a few MB of reply buffers and line strings that outlive a young
@@ -222,19 +257,24 @@ export function exportRedis(target: RedisTarget, options: ExportOptions = {}): R
       let inspect = scriptInspector(client, encoding, windowElements, windowBytes, expiry);
       if (options.scripting === 'off') inspect = pipelineInspector(client, encoding, windowElements, windowBytes, expiry);
       let warned = false;
-      const inspectKeys = async (keys: Buffer[]): Promise<Inspected[]> => {
-        try {
-          return await inspect(keys);
-        } catch (error) {
-          if (options.scripting === 'on' || !scriptRefused(error)) throw redisCommandError(target, 'reading keys', error);
-          if (!warned)
-            options.onWarning?.(
-              `the server refused the export script (${firstLine(messageOf(error))}): reading keys with pipelined commands instead, about half as fast`,
-            );
-          warned = true;
-          inspect = pipelineInspector(client, encoding, windowElements, windowBytes, expiry);
-          return await inspect(keys);
-        }
+      const inspectKeys: Inspector = (keys) => {
+        const sent = inspect(keys);
+        return {
+          async read(again) {
+            try {
+              return await sent.read(again);
+            } catch (error) {
+              if (options.scripting === 'on' || !scriptRefused(error)) throw redisCommandError(target, 'reading keys', error);
+              if (!warned)
+                options.onWarning?.(
+                  `the server refused the export script (${firstLine(messageOf(error))}): reading keys with pipelined commands instead, about half as fast`,
+                );
+              warned = true;
+              inspect = pipelineInspector(client, encoding, windowElements, windowBytes, expiry);
+              return await inspect(again).read(again);
+            }
+          },
+        };
       };
       scanner = await openResp(target, { name: 'drkit-export-scan' });
       for (const db of databases.sort((a, b) => a - b)) {
@@ -249,11 +289,11 @@ export function exportRedis(target: RedisTarget, options: ExportOptions = {}): R
             if (item.value === undefined) {
               for await (const record of windowed(client, db, item, windowElements, windowBytes)) {
                 push(`${JSON.stringify(record)}\n`);
-                if (pending >= FLUSH_BYTES) yield take();
+                yield* lines.full();
               }
             } else push(encoding === 'exact' ? exactLine(db, item) : `${JSON.stringify(recordOf(db, item))}\n`);
           }
-          if (pending >= FLUSH_BYTES) yield take();
+          yield* lines.full();
           collect();
           options.onProgress?.({ db, keys: count });
         }
@@ -264,8 +304,8 @@ export function exportRedis(target: RedisTarget, options: ExportOptions = {}): R
         }
       }
       trailer.finishedAt = new Date().toISOString();
-      out.push(`${JSON.stringify(trailer)}\n`);
-      yield take();
+      lines.write(`${JSON.stringify(trailer)}\n`);
+      yield* lines.rest();
       summary = { header, trailer };
     } catch (error) {
       throw error instanceof RedisBackupError ? error : redisCommandError(target, 'exporting', error);
@@ -358,7 +398,11 @@ function pairs(flat: Buffer[], e: (b: Buffer) => string): [string, string][] {
   return pairsOf(flat).map(([a, b]) => [e(a), e(b)]);
 }
 
-type Inspector = (keys: Buffer[]) => Promise<Inspected[]>;
+/**
+ * Sends the inspection of a batch of keys at once; `read` decodes its replies when the
+ * batch's turn comes, given the same keys again.
+ */
+type Inspector = (keys: Buffer[]) => { read(keys: Buffer[]): Promise<Inspected[]> };
 
 /** SCAN steps read ahead of the batch being encoded, each with its inspection already sent. */
 const SCAN_AHEAD = 3;
@@ -367,21 +411,22 @@ const SCAN_AHEAD = 3;
  * The inspected batches of the selected database, in SCAN order. SCAN runs on a connection of
  * its own, ahead of the batch being encoded here, and each batch's inspection is sent the
  * moment its keys arrive: the server always has the next inspections queued, instead of
- * waiting for this side to finish a batch before it learns which keys come next.
+ * waiting for this side to finish a batch before it learns which keys come next. What waits
+ * in the queue is bytes (the SCAN reply, the inspection's replies), not parsed objects: see
+ * {@link RespConnection.execRaw}.
  */
 async function* scanned(scanner: RespConnection, count: number, inspect: Inspector): AsyncGenerator<Inspected[]> {
-  const queue: Promise<Inspected[]>[] = [];
+  const queue: { scan: Buffer; inspection: ReturnType<Inspector> | undefined }[] = [];
   let cursor: string | undefined = '0';
   let scanning: Promise<void> | undefined;
   let failure: { error: unknown } | undefined;
   const scanNext = (from: string) => {
-    scanning = scanner.call('SCAN', from, 'COUNT', count).then(
-      (reply) => {
-        const [next, keys] = reply as [Buffer, Buffer[]];
-        const found = keys.length === 0 ? Promise.resolve([]) : inspect(keys);
-        // Awaited in turn below; until then its failure must not count as unhandled.
-        found.catch(() => {});
-        queue.push(found);
+    const step = new RespBatch(128);
+    step.command(['SCAN', from, 'COUNT', count]);
+    scanning = scanner.execRaw(step).then(
+      (scan) => {
+        const [next, keys] = scanReply(scan);
+        queue.push({ scan, inspection: keys.length === 0 ? undefined : inspect(keys) });
         const text = next.toString('latin1');
         cursor = text === '0' ? undefined : text;
         scanning = undefined;
@@ -400,26 +445,46 @@ async function* scanned(scanner: RespConnection, count: number, inspect: Inspect
       if (!scanning) return;
       await scanning;
     }
-    const found = queue.shift() as Promise<Inspected[]>;
+    const { scan, inspection } = queue.shift() as (typeof queue)[number];
     if (!scanning && !failure && cursor !== undefined) scanNext(cursor);
-    yield await found;
+    yield inspection ? await inspection.read(scanReply(scan)[1]) : [];
   }
 }
 
-/** Runs a script by its SHA, loading it (once, or again after SCRIPT FLUSH) when the server lacks it. */
-function scriptRunner(client: RespConnection, script: string): (keys: Buffer[], args: RespArg[]) => Promise<RespReply> {
+/** The cursor and keys of a SCAN reply's bytes. */
+function scanReply(bytes: Buffer): [Buffer, Buffer[]] {
+  const reply = parseReplies(bytes, 1)[0];
+  if (reply instanceof RespError) throw reply;
+  return reply as [Buffer, Buffer[]];
+}
+
+/**
+ * Runs a script by its SHA: `send` queues it at once and returns its reply's bytes; `reply`
+ * turns them into the reply. When the server lacked the script (SCRIPT FLUSH, a restart, a
+ * failover) it runs it again by its text, which cannot fail that way, and the next batch
+ * loads it again.
+ */
+function scriptRunner(client: RespConnection, script: string) {
   let sha: Promise<string> | undefined;
-  const load = () => {
-    sha = client.call('SCRIPT', 'LOAD', script).then(String);
-    return sha;
-  };
-  return async (keys, args) => {
-    try {
-      return await client.call('EVALSHA', await (sha ?? load()), keys.length, ...keys, ...args);
-    } catch (error) {
-      if (!(error instanceof RespError) || !/NOSCRIPT/.test(error.message)) throw error;
-      return await client.call('EVALSHA', await load(), keys.length, ...keys, ...args);
-    }
+  return {
+    async send(keys: Buffer[], args: RespArg[]): Promise<Buffer> {
+      sha ??= client.call('SCRIPT', 'LOAD', script).then(String);
+      const batch = new RespBatch(32 * keys.length + 256);
+      batch.command(['EVALSHA', await sha, keys.length, ...keys, ...args]);
+      return client.execRaw(batch);
+    },
+    async reply(bytes: Buffer, keys: Buffer[], args: RespArg[]): Promise<RespReply[]> {
+      let reply = parseReplies(bytes, 1)[0];
+      if (reply instanceof RespError && /NOSCRIPT/.test(reply.message)) {
+        sha = undefined;
+        reply = await client.call('EVAL', script, keys.length, ...keys, ...args).catch((error: unknown) => {
+          if (error instanceof RespError) return error;
+          throw error;
+        });
+      }
+      if (reply instanceof RespError) throw reply;
+      return reply as RespReply[];
+    },
   };
 }
 
@@ -431,56 +496,66 @@ function scriptInspector(
   expiry: 'pexpiretime' | 'pttl',
 ): Inspector {
   const pxt = expiry === 'pexpiretime' ? '1' : '0';
-  if (encoding === 'exact') {
-    const run = scriptRunner(client, INSPECT_EXACT);
-    return async (keys) => {
-      const reply = (await run(keys, [maxb, pxt])) as RespReply[];
-      const out: Inspected[] = [];
-      const unknown: Inspected[] = [];
-      for (let i = 0; i < keys.length; i++) {
-        const value = reply[2 * i + 1];
-        if (value === null || value === undefined) continue;
-        const expireAt = Number(reply[2 * i]);
-        const key = keys[i] as Buffer;
-        if (Array.isArray(value)) {
-          out.push({ key, type: knownType(String(value[0])), expireAt, value: undefined });
-          continue;
-        }
-        const payload = value as Buffer;
-        const type = dumpType(payload);
-        const item: Inspected = { key, type: type ?? 'string', expireAt, value: payload };
-        if (type === undefined) unknown.push(item);
-        out.push(item);
-      }
-      if (unknown.length > 0) {
-        // A payload type this package does not know: the server names it.
-        const types = new RespBatch(1024);
-        for (const item of unknown) types.command(['TYPE', item.key]);
-        const names = await client.exec(types);
-        unknown.forEach((item, i) => {
-          item.type = knownType(String(names[i]));
-        });
-      }
-      return out;
+  const exact = encoding === 'exact';
+  const runner = scriptRunner(client, exact ? INSPECT_EXACT : INSPECT);
+  const args: RespArg[] = exact ? [maxb, pxt] : [maxn, maxb, pxt];
+  const decode = exact ? (keys: Buffer[], reply: RespReply[]) => decodeExact(client, keys, reply) : decodeTyped;
+  return (keys) => {
+    const sent = runner.send(keys, args);
+    // Read in turn; until then its failure must not count as unhandled.
+    sent.catch(() => {});
+    return {
+      read: async (again) => decode(again, await runner.reply(await sent, again, args)),
     };
-  }
-  const run = scriptRunner(client, INSPECT);
-  return async (keys) => {
-    const reply = (await run(keys, [maxn, maxb, pxt])) as RespReply[];
-    const out: Inspected[] = [];
-    for (let i = 0; i < keys.length; i++) {
-      const type = String(reply[3 * i]);
-      if (type === 'none') continue;
-      const value = reply[3 * i + 2];
-      out.push({
-        key: keys[i] as Buffer,
-        type: knownType(type),
-        expireAt: Number(reply[3 * i + 1]),
-        value: typeof value === 'number' || value === null ? undefined : (value as Buffer | Buffer[]),
-      });
-    }
-    return out;
   };
+}
+
+/** An exact inspection's replies: [expiry, DUMP payload or [type] or nil] per key. */
+async function decodeExact(client: RespConnection, keys: Buffer[], reply: RespReply[]): Promise<Inspected[]> {
+  const out: Inspected[] = [];
+  const unknown: Inspected[] = [];
+  for (let i = 0; i < keys.length; i++) {
+    const value = reply[2 * i + 1];
+    if (value === null || value === undefined) continue;
+    const expireAt = Number(reply[2 * i]);
+    const key = keys[i] as Buffer;
+    if (Array.isArray(value)) {
+      out.push({ key, type: knownType(String(value[0])), expireAt, value: undefined });
+      continue;
+    }
+    const payload = value as Buffer;
+    const type = dumpType(payload);
+    const item: Inspected = { key, type: type ?? 'string', expireAt, value: payload };
+    if (type === undefined) unknown.push(item);
+    out.push(item);
+  }
+  if (unknown.length > 0) {
+    // A payload type this package does not know: the server names it.
+    const types = new RespBatch(1024);
+    for (const item of unknown) types.command(['TYPE', item.key]);
+    const names = await client.exec(types);
+    unknown.forEach((item, i) => {
+      item.type = knownType(String(names[i]));
+    });
+  }
+  return out;
+}
+
+/** An NDJSON inspection's replies: [type, expiry, value or 1 (read in windows)] per key. */
+function decodeTyped(keys: Buffer[], reply: RespReply[]): Inspected[] {
+  const out: Inspected[] = [];
+  for (let i = 0; i < keys.length; i++) {
+    const type = String(reply[3 * i]);
+    if (type === 'none') continue;
+    const value = reply[3 * i + 2];
+    out.push({
+      key: keys[i] as Buffer,
+      type: knownType(type),
+      expireAt: Number(reply[3 * i + 1]),
+      value: typeof value === 'number' || value === null ? undefined : (value as Buffer | Buffer[]),
+    });
+  }
+  return out;
 }
 
 /**
@@ -505,7 +580,9 @@ function pipelineInspector(
 ): Inspector {
   const LENGTH: Record<string, string> = { string: 'STRLEN', hash: 'HLEN', list: 'LLEN', set: 'SCARD', zset: 'ZCARD' };
   const READ: Record<string, RespArg[]> = { string: ['GET'], hash: ['HGETALL'], list: ['LRANGE'], set: ['SMEMBERS'], zset: ['ZRANGE'] };
-  return async (keys) => {
+  // Three round trips that depend on each other: sent when the batch's turn comes.
+  return () => ({ read: (keys) => inspectPipelined(keys) });
+  async function inspectPipelined(keys: Buffer[]): Promise<Inspected[]> {
     const first = new RespBatch();
     if (expiry === 'pttl') first.command(['TIME']);
     for (const key of keys) {
@@ -548,7 +625,7 @@ function pipelineInspector(
     });
     // A key deleted between the passes has no value now: read it in windows (finds nothing).
     return found;
-  };
+  }
 }
 
 /** The replies of a batch, or its first error reply thrown. */

@@ -41,6 +41,12 @@ const PAYLOAD = /DUMP payload version or checksum are wrong|Bad data format/i;
 /** Batches sent and not yet answered: the next batch is encoded while the server runs these. */
 const IN_FLIGHT = 2;
 
+/** The key a command writes, for messages about its reply. */
+interface Owner {
+  key: string;
+  db: number;
+}
+
 /** A record's key as a command argument: its text, or its bytes when the export wrote base64. */
 function keyArg(record: KeyRecord): RespArg {
   return record.b64 ? new Base64Arg(record.key) : record.key;
@@ -98,13 +104,13 @@ export async function importRedis(
   const collect = periodicFullCollector();
   const conn: RespConnection = await openResp(target, { name: 'drkit-restore' });
 
-  // The batch being built, and which record each of its commands belongs to (errors are
+  // The batch being built, and which key each of its commands belongs to (errors are
   // reported by key). Commands reach the server in the order they are added.
   let pipe = new RespBatch();
-  let owners: (KeyRecord | undefined)[] = [];
-  const add = (record: KeyRecord | undefined, args: RespArg[]) => {
+  let owners: (Owner | undefined)[] = [];
+  const add = (owner: Owner | undefined, args: RespArg[]) => {
     pipe.command(args);
-    owners.push(record);
+    owners.push(owner);
   };
   const send = () => {
     if (pipe.count === 0) return;
@@ -112,6 +118,27 @@ export async function importRedis(
     inFlight.push(conn.exec(pipe).then((replies) => failOn(replies, sent)));
     pipe = new RespBatch();
     owners = [];
+  };
+  /** Sends the batch; the next one is built while the server works on this one and the one before. */
+  const sendAndWait = async () => {
+    send();
+    while (inFlight.length >= IN_FLIGHT) await inFlight.shift();
+  };
+
+  /** Queues the RESTORE of an exact record, or (policy "replace") the DEL of one whose expiry passed. */
+  const restoreDump = (record: KeyRecord, dump: string) => {
+    if (record.expireAt !== undefined && record.expireAt <= now()) {
+      noteExpired(record);
+      // RESTORE … REPLACE of an expired key deletes what is there; say the same without it.
+      if (policy === 'replace') add(undefined, ['DEL', keyArg(record)]);
+      return;
+    }
+    const args: RespArg[] = ['RESTORE', keyArg(record), record.expireAt ?? 0, new Base64Arg(dump), 'ABSTTL'];
+    if (policy === 'replace') args.push('REPLACE');
+    // The key and database alone: holding the record would keep its payload text alive until
+    // the reply, long enough for every one of them to be copied into the old generation.
+    add({ key: record.key, db: record.db }, args);
+    countRestored(record);
   };
 
   async function flush(): Promise<void> {
@@ -135,16 +162,7 @@ export async function importRedis(
     }
     for (const record of todo) {
       if (record.dump !== undefined) {
-        if (record.expireAt !== undefined && record.expireAt <= now()) {
-          noteExpired(record);
-          // RESTORE … REPLACE of an expired key deletes what is there; say the same without it.
-          if (policy === 'replace') add(undefined, ['DEL', keyArg(record)]);
-          continue;
-        }
-        const args: RespArg[] = ['RESTORE', keyArg(record), record.expireAt ?? 0, new Base64Arg(record.dump), 'ABSTTL'];
-        if (policy === 'replace') args.push('REPLACE');
-        add(record, args);
-        countRestored(record);
+        restoreDump(record, record.dump);
         continue;
       }
       const id = recordId(record);
@@ -173,13 +191,11 @@ export async function importRedis(
       typedWrites(record, current, (args) => add(record, args));
       if (!record.more && current.expireAt !== undefined) add(record, ['PEXPIREAT', keyArg(record), current.expireAt]);
     }
-    send();
-    // The next batch is built while the server works on these.
-    while (inFlight.length >= IN_FLIGHT) await inFlight.shift();
+    await sendAndWait();
   }
 
   /** Turns the error replies of a batch into the restore's outcome: counted, or thrown. */
-  function failOn(replies: RespReply[], owners: (KeyRecord | undefined)[]): void {
+  function failOn(replies: RespReply[], owners: (Owner | undefined)[]): void {
     for (let i = 0; i < replies.length; i++) {
       const error = replies[i];
       if (!(error instanceof RespError)) continue;
@@ -225,13 +241,20 @@ export async function importRedis(
         add(undefined, ['SELECT', record.db]);
         db = record.db;
       }
-      records.push(record);
-      if (records.length >= batch) {
+      // An exact record goes straight into the batch when no typed records wait before it
+      // (they are checked for existing keys together, in flush); it then dies young.
+      if (record.dump !== undefined && records.length === 0) {
+        restoreDump(record, record.dump);
+        if (pipe.count < batch) continue;
+        await sendAndWait();
+      } else {
+        records.push(record);
+        if (records.length < batch) continue;
         await flush();
-        collect();
-        throwIfAborted(options.signal, 'the restore');
-        options.onProgress?.({ keys: result.restored, db });
       }
+      collect();
+      throwIfAborted(options.signal, 'the restore');
+      options.onProgress?.({ keys: result.restored, db });
     }
     await flush();
     await Promise.all(inFlight.splice(0));

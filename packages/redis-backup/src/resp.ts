@@ -167,6 +167,14 @@ export interface RespConnection {
    * @throws RedisBackupError when the connection fails (its code says how)
    */
   exec(batch: RespBatch): Promise<RespReply[]>;
+  /**
+   * Like {@link exec}, but the replies are not built: their bytes come back, for
+   * {@link parseReplies} when they are needed. Replies waiting in a queue then cost one
+   * buffer instead of thousands of small objects that the garbage collector copies each time
+   * it runs (which also makes V8 grow its young generation, and the process's memory).
+   * @throws RedisBackupError when the connection fails (its code says how)
+   */
+  execRaw(batch: RespBatch): Promise<Buffer>;
   /** Sends one command and returns its reply; an error reply is thrown. */
   call(...args: RespArg[]): Promise<RespReply>;
   /** Closes the connection (after the replies in flight, unless it already failed). */
@@ -175,11 +183,179 @@ export interface RespConnection {
 
 /** Incomplete: wait for more bytes. */
 const MORE = Symbol('more');
+/** The header of an array was read: its elements come next. */
+const OPENED = Symbol('opened');
+/** A reply (or element) read without being built: its bytes are kept instead. */
+const SKIPPED = Symbol('skipped');
 
 /** An array reply whose elements are still arriving. */
 interface OpenArray {
   items: RespReply[];
   remaining: number;
+}
+
+/**
+ * Reads RESP replies from the reads of a socket, resuming where the last read ended: inside
+ * the arrays being filled (so a reply of thousands of elements over many reads is parsed
+ * once, not again from its start on every read), and gathering the reads of a long bulk
+ * string until all of it is in, to join them once. A reply can be built, or only walked
+ * through with its bytes kept (see {@link RespConnection.execRaw}).
+ */
+class ReplyReader {
+  #input: Buffer = Buffer.alloc(0);
+  #offset = 0;
+  readonly #open: OpenArray[] = [];
+  #gathered: Buffer[] = [];
+  #gatheredBytes = 0;
+  #needed = 0;
+  // Where the kept bytes of the replies being walked through start in #input (-1: none kept),
+  // and those already cut from earlier inputs.
+  #rawFrom = -1;
+  #raw: Buffer[] = [];
+  readonly #where: string;
+
+  constructor(where: string) {
+    this.#where = where;
+  }
+
+  /** Takes the next read; false while a long bulk string is still being gathered. */
+  push(chunk: Buffer): boolean {
+    if (this.#needed > 0) {
+      this.#gathered.push(chunk);
+      this.#gatheredBytes += chunk.length;
+      if (this.#gatheredBytes < this.#needed) return false;
+      this.#input = Buffer.concat(this.#gathered, this.#gatheredBytes);
+      this.#gathered = [];
+      this.#gatheredBytes = 0;
+      this.#needed = 0;
+    } else {
+      this.#keepRaw();
+      this.#input = this.#offset < this.#input.length ? Buffer.concat([this.#input.subarray(this.#offset), chunk]) : chunk;
+    }
+    this.#offset = 0;
+    return true;
+  }
+
+  /** After a pass that stopped for want of bytes: a long bulk string is gathered from here. */
+  pause(): void {
+    if (this.#needed === 0) return;
+    this.#keepRaw();
+    const rest = this.#input.subarray(this.#offset);
+    this.#gathered = [rest];
+    this.#gatheredBytes = rest.length;
+  }
+
+  /** Bytes after the last complete reply. */
+  get leftover(): boolean {
+    return this.#offset < this.#input.length || this.#needed > 0;
+  }
+
+  /**
+   * The next complete reply, built; or with `raw`, walked through and SKIPPED (its bytes are
+   * kept for {@link takeRaw}). MORE when it has not all arrived.
+   */
+  next(raw: boolean): RespReply | typeof MORE | typeof SKIPPED {
+    if (raw && this.#rawFrom < 0) this.#rawFrom = this.#offset;
+    const open = this.#open;
+    for (;;) {
+      let value = this.#element(raw);
+      if (value === MORE) return MORE;
+      if (value === OPENED) continue;
+      // A finished element completes its array, which may complete the one around it.
+      while (open.length > 0) {
+        const top = open[open.length - 1] as OpenArray;
+        if (!raw) top.items.push(value as RespReply);
+        if (--top.remaining > 0) break;
+        open.pop();
+        value = raw ? SKIPPED : top.items;
+      }
+      if (open.length === 0) return value;
+    }
+  }
+
+  /** The bytes of the replies walked through since the last call (complete replies only). */
+  takeRaw(): Buffer {
+    this.#keepRaw();
+    this.#rawFrom = -1;
+    const parts = this.#raw;
+    this.#raw = [];
+    return parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts);
+  }
+
+  /** Cuts the kept bytes out of the input before the input is replaced. */
+  #keepRaw(): void {
+    if (this.#rawFrom < 0) return;
+    if (this.#offset > this.#rawFrom) this.#raw.push(this.#input.subarray(this.#rawFrom, this.#offset));
+    // The next input starts at the current offset.
+    this.#rawFrom = 0;
+  }
+
+  /**
+   * Reads the next element at the offset: a whole scalar (SKIPPED when `raw`), or the header
+   * of an array (pushed on the open arrays). MORE, with the offset unchanged, when it is not
+   * all here.
+   */
+  #element(raw: boolean): RespReply | typeof MORE | typeof OPENED | typeof SKIPPED {
+    const input = this.#input;
+    const offset = this.#offset;
+    const end = input.indexOf(CRLF_0, offset);
+    if (end < 0 || end + 1 >= input.length) return MORE;
+    const type = input[offset];
+    this.#offset = end + 2;
+    switch (type) {
+      case 0x24 /* $ */:
+        {
+          const length = Number(input.toString('latin1', offset + 1, end));
+          if (length < 0) return raw ? SKIPPED : null;
+          if (end + 2 + length + 2 > input.length) {
+            this.#offset = offset;
+            this.#needed = end + 2 + length + 2 - offset;
+            return MORE;
+          }
+          this.#offset = end + 2 + length + 2;
+          // A view, not a copy: socket reads are fresh buffers that nothing else writes to.
+          return raw ? SKIPPED : input.subarray(end + 2, end + 2 + length);
+        }
+      case 0x2a /* * */:
+        {
+          const length = Number(input.toString('latin1', offset + 1, end));
+          if (length < 0) return raw ? SKIPPED : null;
+          if (length === 0) return raw ? SKIPPED : [];
+          this.#open.push({ items: [], remaining: length });
+          return OPENED;
+        }
+      case 0x2b /* + */:
+        return raw ? SKIPPED : input.toString('latin1', offset + 1, end);
+      case 0x2d /* - */:
+        return raw ? SKIPPED : new RespError(input.toString('utf8', offset + 1, end));
+      case 0x3a /* : */:
+        return raw ? SKIPPED : Number(input.toString('latin1', offset + 1, end));
+      default:
+        this.#offset = offset;
+        throw new RedisBackupError(
+          'REDIS_PROTOCOL_ERROR',
+          `${this.#where} sent a reply that is not RESP (type byte ${type}): is this a Redis server?`,
+        );
+    }
+  }
+}
+
+/**
+ * Builds the replies of bytes {@link RespConnection.execRaw} returned.
+ * @throws RedisBackupError REDIS_PROTOCOL_ERROR when they are not `count` whole replies
+ */
+export function parseReplies(bytes: Buffer, count: number): RespReply[] {
+  const reader = new ReplyReader('the server');
+  reader.push(bytes);
+  const replies: RespReply[] = [];
+  for (let i = 0; i < count; i++) {
+    const reply = reader.next(false);
+    if (reply === MORE || reply === SKIPPED) break;
+    replies.push(reply);
+  }
+  if (replies.length !== count || reader.leftover)
+    throw new RedisBackupError('REDIS_PROTOCOL_ERROR', `the kept replies are not ${count} whole replies`);
+  return replies;
 }
 
 /**
@@ -194,19 +370,16 @@ export async function openResp(target: RedisTarget, options: OpenRespOptions = {
   const replyLimit = () => (connected ? timeoutMs : connectTimeoutMs);
   const socket = openSocket(target);
   socket.setNoDelay(true);
-  const pending: { replies: RespReply[]; expected: number; resolve: (r: RespReply[]) => void; reject: (e: unknown) => void }[] = [];
+  const pending: {
+    raw: boolean;
+    replies: RespReply[];
+    done: number;
+    expected: number;
+    resolve: (r: RespReply[] | Buffer) => void;
+    reject: (e: unknown) => void;
+  }[] = [];
   let failure: unknown;
-  let input: Buffer = Buffer.alloc(0);
-  let offset = 0;
-  // The arrays being filled, outermost first. Parsing resumes inside them when more bytes
-  // come, so a reply of thousands of elements spread over many reads is parsed once, not
-  // again from its start on every read.
-  const open: OpenArray[] = [];
-  // A bulk string longer than what has arrived: its reads are gathered here and joined
-  // once, when all of it is in, instead of being copied again on every read.
-  let gathered: Buffer[] = [];
-  let gatheredBytes = 0;
-  let needed = 0;
+  const reader = new ReplyReader(target.description);
 
   const fail = (error: unknown) => {
     failure ??= error;
@@ -214,112 +387,24 @@ export async function openResp(target: RedisTarget, options: OpenRespOptions = {
     for (const p of pending.splice(0)) p.reject(failure);
   };
 
-  /**
-   * Parses the next element at `offset`: a whole scalar, or the header of an array (pushed on
-   * `open`, returned as undefined). MORE, with `offset` unchanged, when it is not all here.
-   */
-  const element = (): RespReply | undefined | typeof MORE => {
-    const end = input.indexOf(CRLF_0, offset);
-    if (end < 0 || end + 1 >= input.length) return MORE;
-    const type = input[offset];
-    switch (type) {
-      case 0x24 /* $ */:
-        {
-          const length = Number(input.toString('latin1', offset + 1, end));
-          if (length < 0) {
-            offset = end + 2;
-            return null;
-          }
-          if (end + 2 + length + 2 > input.length) {
-            needed = end + 2 + length + 2 - offset;
-            return MORE;
-          }
-          // A view, not a copy: socket reads are fresh buffers that nothing else writes to.
-          const value = input.subarray(end + 2, end + 2 + length);
-          offset = end + 2 + length + 2;
-          return value;
-        }
-      case 0x2a /* * */:
-        {
-          const length = Number(input.toString('latin1', offset + 1, end));
-          offset = end + 2;
-          if (length < 0) return null;
-          if (length === 0) return [];
-          open.push({ items: [], remaining: length });
-          return undefined;
-        }
-      case 0x2b /* + */:
-        {
-          const line = input.toString('latin1', offset + 1, end);
-          offset = end + 2;
-          return line;
-        }
-      case 0x2d /* - */:
-        {
-          const error = new RespError(input.toString('utf8', offset + 1, end));
-          offset = end + 2;
-          return error;
-        }
-      case 0x3a /* : */:
-        {
-          const n = Number(input.toString('latin1', offset + 1, end));
-          offset = end + 2;
-          return n;
-        }
-      default:
-        throw new RedisBackupError(
-          'REDIS_PROTOCOL_ERROR',
-          `${target.description} sent a reply that is not RESP (type byte ${type}): is this a Redis server?`,
-        );
-    }
-  };
-
-  /** Parses what has arrived and hands out every reply that is complete. */
-  const parse = () => {
-    while (pending.length > 0) {
-      let value = element();
-      if (value === MORE) return;
-      if (value === undefined) continue;
-      // A finished element completes its array, which may complete the one around it.
-      while (open.length > 0) {
-        const top = open[open.length - 1] as OpenArray;
-        top.items.push(value);
-        if (--top.remaining > 0) break;
-        open.pop();
-        value = top.items;
-      }
-      if (open.length > 0) continue;
-      const head = pending[0] as (typeof pending)[number];
-      head.replies.push(value);
-      if (head.replies.length === head.expected) {
-        pending.shift();
-        head.resolve(head.replies);
-      }
-    }
-  };
-
   socket.on('data', (chunk: Buffer) => {
-    if (needed > 0) {
-      gathered.push(chunk);
-      gatheredBytes += chunk.length;
-      if (gatheredBytes < needed) return;
-      input = Buffer.concat(gathered, gatheredBytes);
-      gathered = [];
-      gatheredBytes = 0;
-      needed = 0;
-    } else input = offset < input.length ? Buffer.concat([input.subarray(offset), chunk]) : chunk;
-    offset = 0;
+    if (!reader.push(chunk)) return;
     try {
-      parse();
+      while (pending.length > 0) {
+        const head = pending[0] as (typeof pending)[number];
+        const value = reader.next(head.raw);
+        if (value === MORE) break;
+        if (value !== SKIPPED) head.replies.push(value);
+        if (++head.done < head.expected) continue;
+        pending.shift();
+        head.resolve(head.raw ? reader.takeRaw() : head.replies);
+      }
+      reader.pause();
     } catch (error) {
       fail(error);
       return;
     }
-    if (needed > 0) {
-      const rest = input.subarray(offset);
-      gathered = [rest];
-      gatheredBytes = rest.length;
-    } else if (pending.length === 0 && offset < input.length) {
+    if (pending.length === 0 && reader.leftover) {
       fail(new RedisBackupError('REDIS_PROTOCOL_ERROR', `${target.description} sent a reply nothing asked for`));
       return;
     }
@@ -340,11 +425,10 @@ export async function openResp(target: RedisTarget, options: OpenRespOptions = {
     fail(new RedisBackupError('REDIS_UNREACHABLE', `${target.description} closed the connection while replies were due`)),
   );
 
-  const exec = async (batch: RespBatch): Promise<RespReply[]> => {
+  const send = async <T extends RespReply[] | Buffer>(batch: RespBatch, raw: boolean): Promise<T> => {
     if (failure) throw failure;
-    if (batch.count === 0) return [];
-    const replies = new Promise<RespReply[]>((resolve, reject) => {
-      pending.push({ replies: [], expected: batch.count, resolve, reject });
+    const replies = new Promise<T>((resolve, reject) => {
+      pending.push({ raw, replies: [], done: 0, expected: batch.count, resolve: resolve as (r: RespReply[] | Buffer) => void, reject });
     });
     socket.setTimeout(replyLimit());
     if (!socket.write(batch.take()))
@@ -358,6 +442,8 @@ export async function openResp(target: RedisTarget, options: OpenRespOptions = {
       });
     return replies;
   };
+  const exec = async (batch: RespBatch): Promise<RespReply[]> => (batch.count === 0 ? [] : send<RespReply[]>(batch, false));
+  const execRaw = async (batch: RespBatch): Promise<Buffer> => (batch.count === 0 ? Buffer.alloc(0) : send<Buffer>(batch, true));
   const call = async (...args: RespArg[]): Promise<RespReply> => {
     const batch = new RespBatch(256);
     batch.command(args);
@@ -403,6 +489,7 @@ export async function openResp(target: RedisTarget, options: OpenRespOptions = {
 
   return {
     exec,
+    execRaw,
     call,
     async close() {
       if (failure) return;

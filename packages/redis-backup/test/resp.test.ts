@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { redisTarget } from '../src/connection.js';
 import { isRedisBackupError, type RedisBackupError } from '../src/errors.js';
 import { dumpType } from '../src/export.js';
-import { Base64Arg, openResp, RespBatch, RespError } from '../src/resp.js';
+import { Base64Arg, openResp, parseReplies, RespBatch, RespError } from '../src/resp.js';
 
 const PASSWORD = 'resp-test-password';
 let plain: RedisSandbox;
@@ -175,15 +175,21 @@ describe('RespBatch and openResp', () => {
     });
     try {
       const conn = await openResp(redisTarget(`redis://127.0.0.1:${(server.address() as { port: number }).port}`));
-      const batch = new RespBatch();
-      batch.command(['ANY']);
-      const [value] = await conn.exec(batch);
-      expect(value).toEqual([
+      const expected = [
         [Buffer.from('hello'), -42, null],
         'OK',
         [[], new RespError('ERR inner')],
         Buffer.from([0, 13, 10, 255, 1, 2, 3, 13, 10, 4, 5, 6]),
-      ]);
+      ];
+      const batch = new RespBatch();
+      batch.command(['ANY']);
+      expect(await conn.exec(batch)).toEqual([expected]);
+      // Kept as bytes instead: the same bytes come back whole, and build the same reply.
+      const again = new RespBatch();
+      again.command(['ANY']);
+      const raw = await conn.execRaw(again);
+      expect(raw.equals(reply)).toBe(true);
+      expect(parseReplies(raw, 1)).toEqual([expected]);
       await conn.close();
     } finally {
       await new Promise((r) => server.close(r));
@@ -200,10 +206,27 @@ describe('RespBatch and openResp', () => {
       reads.command(['GET', 'resp:read:big']);
       reads.command(['LRANGE', 'resp:read:list', 0, -1]);
       reads.command(['GET', 'resp:read:big']);
-      const [first, list, second] = await real.exec(reads);
+      reads.command(['INCR', 'resp:read:list']);
+      const built = real.exec(reads);
+      // The same commands again, their replies kept as bytes, between two built batches.
+      const kept = new RespBatch();
+      for (const args of [['GET', 'resp:read:big'], ['LRANGE', 'resp:read:list', 0, -1], ['INCR', 'resp:read:list'], ['PING']])
+        kept.command(args);
+      const raw = real.execRaw(kept);
+      const after = new RespBatch();
+      after.command(['ECHO', 'after']);
+      const last = real.exec(after);
+      const [first, list, second, wrong] = await built;
       expect((first as Buffer).equals(big)).toBe(true);
       expect((second as Buffer).equals(big)).toBe(true);
       expect((list as Buffer[]).map(String)).toEqual(items);
+      expect(wrong).toBeInstanceOf(RespError);
+      const bytes = await raw;
+      const parsed = parseReplies(bytes, 4);
+      expect(parsed.slice(0, 3)).toEqual([first, list, wrong]);
+      expect(parsed[3]).toBe('PONG');
+      expect(await last).toEqual([Buffer.from('after')]);
+      expect(() => parseReplies(bytes.subarray(0, 1000), 4)).toThrow(/not 4 whole replies/);
     } finally {
       await real.close();
     }

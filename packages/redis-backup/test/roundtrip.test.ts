@@ -1,6 +1,6 @@
 import { type RedisSandbox, startRedis } from '@drkit/sandbox';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { redisTarget } from '../src/connection.js';
+import { connectRedis, redisTarget } from '../src/connection.js';
 import { type ExportOptions, exportRedis } from '../src/export.js';
 import { importRedis } from '../src/import.js';
 import { readLines } from '../src/records.js';
@@ -56,5 +56,36 @@ describe.each([
         expect(Number(at) - Number(rAt)).toBeLessThanOrEqual(2);
       }
     } else expect(restored).toEqual(states);
+  });
+});
+
+describe('the server forgets the export script midway', () => {
+  it('runs the batch by the script text after a SCRIPT FLUSH, loads it again, and loses nothing', async () => {
+    const before = await digest(source.url());
+    const states = await keyStates(source.url(), DBS);
+    const flusher = await connectRedis(redisTarget(source.url()));
+    await flusher.call('CONFIG', 'RESETSTAT');
+    // Once the first batch is in: the batches sent after it name a script the server no longer has.
+    let flushed: Promise<unknown> | undefined;
+    const {
+      result,
+      digest: after,
+      states: restored,
+    } = await roundTrip({
+      encoding: 'exact',
+      batch: 2,
+      onProgress: () => {
+        flushed ??= flusher.call('SCRIPT', 'FLUSH');
+      },
+    });
+    await flushed;
+    expect(result.restored).toBe(Object.values(counts).reduce((a, b) => a + b, 0));
+    expect(after).toBe(before);
+    expect(restored).toEqual(states);
+    const stats = String(await flusher.call('INFO', 'commandstats'));
+    flusher.disconnect();
+    // Some batches ran by the script's text, and the next ones loaded it again.
+    expect(Number(/cmdstat_eval:calls=(\d+)/.exec(stats)?.[1] ?? 0)).toBeGreaterThan(0);
+    expect(Number(/cmdstat_script\|load:calls=(\d+)/.exec(stats)?.[1] ?? 0)).toBeGreaterThan(1);
   });
 });
