@@ -254,8 +254,9 @@ export function exportRedis(target: RedisTarget, options: ExportOptions = {}): R
       // export's small heap now and then keeps the peak down.
       const collect = periodicFullCollector();
       const databases = options.databases ?? Object.keys(await keyspaceOf(client)).map(Number);
-      let inspect = scriptInspector(client, encoding, windowElements, windowBytes, expiry);
-      if (options.scripting === 'off') inspect = pipelineInspector(client, encoding, windowElements, windowBytes, expiry);
+      const how: InspectOptions = { encoding, maxn: windowElements, maxb: windowBytes, expiry };
+      let inspect = scriptInspector(client, how);
+      if (options.scripting === 'off') inspect = pipelineInspector(client, how);
       let warned = false;
       const inspectKeys: Inspector = (keys) => {
         const sent = inspect(keys);
@@ -270,7 +271,7 @@ export function exportRedis(target: RedisTarget, options: ExportOptions = {}): R
                   `the server refused the export script (${firstLine(messageOf(error))}): reading keys with pipelined commands instead, about half as fast`,
                 );
               warned = true;
-              inspect = pipelineInspector(client, encoding, windowElements, windowBytes, expiry);
+              inspect = pipelineInspector(client, how);
               return await inspect(again).read(again);
             }
           },
@@ -488,13 +489,15 @@ function scriptRunner(client: RespConnection, script: string) {
   };
 }
 
-function scriptInspector(
-  client: RespConnection,
-  encoding: ExportEncoding,
-  maxn: number,
-  maxb: number,
-  expiry: 'pexpiretime' | 'pttl',
-): Inspector {
+/** How keys are inspected: the encoding, the window limits (elements, bytes) and the expiry command. */
+interface InspectOptions {
+  encoding: ExportEncoding;
+  maxn: number;
+  maxb: number;
+  expiry: 'pexpiretime' | 'pttl';
+}
+
+function scriptInspector(client: RespConnection, { encoding, maxn, maxb, expiry }: InspectOptions): Inspector {
   const pxt = expiry === 'pexpiretime' ? '1' : '0';
   const exact = encoding === 'exact';
   const runner = scriptRunner(client, exact ? INSPECT_EXACT : INSPECT);
@@ -571,13 +574,7 @@ function knownType(name: string): RedisType {
 }
 
 /** The same answers as the script, by pipelined commands: TYPE and expiry, sizes, then values. */
-function pipelineInspector(
-  client: RespConnection,
-  encoding: ExportEncoding,
-  maxn: number,
-  maxb: number,
-  expiry: 'pexpiretime' | 'pttl',
-): Inspector {
+function pipelineInspector(client: RespConnection, { encoding, maxn, maxb, expiry }: InspectOptions): Inspector {
   const LENGTH: Record<string, string> = { string: 'STRLEN', hash: 'HLEN', list: 'LLEN', set: 'SCARD', zset: 'ZCARD' };
   const READ: Record<string, RespArg[]> = { string: ['GET'], hash: ['HGETALL'], list: ['LRANGE'], set: ['SMEMBERS'], zset: ['ZRANGE'] };
   // Three round trips that depend on each other: sent when the batch's turn comes.

@@ -21,6 +21,7 @@ import {
   type Store,
 } from '../src/index.js';
 import { codeOf } from './contract.js';
+import { VALID_MANIFEST } from './valid-manifest.js';
 
 const FIXTURE = fileURLToPath(new URL('./fixtures/put-child.ts', import.meta.url));
 const REPO = fileURLToPath(new URL('../../..', import.meta.url));
@@ -240,20 +241,7 @@ describe('catalog on a local store', () => {
 });
 
 describe('manifest schema', () => {
-  const valid = {
-    schema: 'drkit.manifest/1',
-    id: '20261122T020000000Z-1a2b3c',
-    kind: 'postgres',
-    tier: 'daily',
-    type: 'full',
-    createdAt: '2026-11-22T02:00:00.000Z',
-    completedAt: '2026-11-22T02:03:00.000Z',
-    source: { description: 'postgres://app@db-1:5432/app' },
-    tool: { name: 'drkit', version: '0.1.0' },
-    object: { key: 'artifacts/postgres/20261122T020000000Z-1a2b3c.sealed', size: 10, sha256: 'a'.repeat(64) },
-    compression: 'gzip',
-    encryption: { format: 'drkit-sealed/1', algorithm: 'aes-256-gcm', keyId: 'k1' },
-  };
+  const valid = VALID_MANIFEST;
 
   it('accepts a complete manifest', () => {
     expect(parseManifest(valid)).toEqual(valid);

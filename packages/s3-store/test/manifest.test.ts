@@ -1,28 +1,16 @@
 import { describe, expect, it } from 'vitest';
 import { isStoreError } from '../src/errors.js';
 import { parseManifest } from '../src/manifest.js';
+import { VALID_MANIFEST, VALID_MANIFEST_ID } from './valid-manifest.js';
 
 // These pin what the zod schema accepted and reported, message for message, so that the
 // hand-written validator that replaced it keeps the same contract.
 
-const ID = '20261122T020000000Z-1a2b3c';
+const ID = VALID_MANIFEST_ID;
 const CREDENTIALS = 'contains a URL with a password; describe the source without credentials';
 const PARENT = 'an incremental artifact names its parent, and only an incremental does';
 
-const valid = {
-  schema: 'drkit.manifest/1',
-  id: ID,
-  kind: 'postgres',
-  tier: 'daily',
-  type: 'full',
-  createdAt: '2026-11-22T02:00:00.000Z',
-  completedAt: '2026-11-22T02:03:00.000Z',
-  source: { description: 'postgres://app@db-1:5432/app' },
-  tool: { name: 'drkit', version: '0.1.0' },
-  object: { key: `artifacts/postgres/${ID}.sealed`, size: 10, sha256: 'a'.repeat(64) },
-  compression: 'gzip',
-  encryption: { format: 'drkit-sealed/1', algorithm: 'aes-256-gcm', keyId: 'k1' },
-};
+const valid = VALID_MANIFEST;
 
 /** The field list of the STORE_MANIFEST_INVALID error `value` throws, or 'accepted'. */
 function problems(value: unknown): string {
