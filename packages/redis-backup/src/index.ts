@@ -27,13 +27,17 @@ export { type ExistingKeyPolicy, type ImportOptions, type ImportResult, importRe
 export { createRdbChecker, maxRdbVersionFor, type RdbCheck, rdbVersionOf } from './rdb.js';
 export {
   EXPORT_FORMAT,
+  type ExactFields,
+  exactFields,
   type ExportEncoding,
   type ExportHeader,
   type ExportLine,
   type ExportTrailer,
   type KeyRecord,
+  LineBatch,
   REDIS_TYPES,
   type RedisType,
+  readLineBatches,
   readLines,
   type StreamGroup,
   type StreamMeta,

@@ -48,6 +48,10 @@ export function openSocket(target: RedisTarget): Socket {
 
 const CRLF_0 = 0x0d;
 const INITIAL_BYTES = 256 * 1024;
+const RESTORE_HEAD = Buffer.from('*5\r\n$7\r\nRESTORE\r\n', 'latin1');
+const RESTORE_REPLACE_HEAD = Buffer.from('*6\r\n$7\r\nRESTORE\r\n', 'latin1');
+const ABSTTL = Buffer.from('$6\r\nABSTTL\r\n', 'latin1');
+const ABSTTL_REPLACE = Buffer.from('$6\r\nABSTTL\r\n$7\r\nREPLACE\r\n', 'latin1');
 
 /** Commands encoded into one growing buffer, sent together by {@link RespConnection.exec}. */
 export class RespBatch {
@@ -82,38 +86,146 @@ export class RespBatch {
     this.count++;
   }
 
+  /**
+   * Appends `RESTORE key expireAt payload ABSTTL [REPLACE]` with the payload (and, with
+   * `keyIsBase64`, the key) given as base64 text: a restore's one command per key, encoded
+   * without building an argument list for it.
+   * @throws RedisBackupError REDIS_BACKUP_INVALID when the base64 text does not decode
+   */
+  restore(key: string, keyIsBase64: boolean, expireAt: number, payload: string, replace: boolean): void {
+    const start = this.pos;
+    try {
+      const head = replace ? RESTORE_REPLACE_HEAD : RESTORE_HEAD;
+      this.reserve(head.length);
+      this.out.set(head, this.pos);
+      this.pos += head.length;
+      if (keyIsBase64) this.base64(key);
+      else this.text(key);
+      this.integer(expireAt);
+      this.base64(payload);
+      const tail = replace ? ABSTTL_REPLACE : ABSTTL;
+      this.reserve(tail.length);
+      this.out.set(tail, this.pos);
+      this.pos += tail.length;
+    } catch (error) {
+      this.pos = start;
+      throw error;
+    }
+    this.count++;
+  }
+
+  /**
+   * Like {@link restore}, with the key and the payload read in place from the bytes of an
+   * export line (see LineBatch.exact in records.ts): the key copied, or decoded with
+   * `keyIsBase64`, and the payload decoded from base64 straight into the batch, so that no
+   * string is made for either.
+   * @throws RedisBackupError REDIS_BACKUP_INVALID when the base64 text does not decode
+   */
+  restoreFrom(
+    data: Buffer,
+    key: { start: number; end: number; base64: boolean },
+    expireAt: number,
+    payload: { start: number; end: number },
+    replace: boolean,
+  ): void {
+    const start = this.pos;
+    try {
+      const head = replace ? RESTORE_REPLACE_HEAD : RESTORE_HEAD;
+      this.reserve(head.length);
+      this.out.set(head, this.pos);
+      this.pos += head.length;
+      if (key.base64) this.base64From(data, key.start, key.end);
+      else {
+        const length = key.end - key.start;
+        this.header(0x24, length);
+        this.reserve(length + 2);
+        this.pos += data.copy(this.out, this.pos, key.start, key.end);
+        this.crlf();
+      }
+      this.integer(expireAt);
+      this.base64From(data, payload.start, payload.end);
+      const tail = replace ? ABSTTL_REPLACE : ABSTTL;
+      this.reserve(tail.length);
+      this.out.set(tail, this.pos);
+      this.pos += tail.length;
+    } catch (error) {
+      this.pos = start;
+      throw error;
+    }
+    this.count++;
+  }
+
+  /** Makes the batch empty again, keeping its buffer (only once the server answered all of it). */
+  reset(): this {
+    this.pos = 0;
+    this.count = 0;
+    return this;
+  }
+
   private encode(args: readonly RespArg[]): void {
     this.header(0x2a /* * */, args.length);
     for (const arg of args) {
-      if (typeof arg === 'string') {
-        const length = Buffer.byteLength(arg, 'utf8');
-        this.header(0x24 /* $ */, length);
-        this.reserve(length + 2);
-        this.pos += this.out.write(arg, this.pos, length, 'utf8');
-      } else if (typeof arg === 'number') {
-        const text = String(arg);
-        this.header(0x24, text.length);
-        this.reserve(text.length + 2);
-        this.pos += this.out.write(text, this.pos, text.length, 'latin1');
-      } else if (arg instanceof Base64Arg) {
-        const text = arg.text;
-        const padding = text.endsWith('==') ? 2 : text.endsWith('=') ? 1 : 0;
-        const length = Math.floor(((text.length - padding) * 3) / 4);
-        this.header(0x24, length);
-        this.reserve(length + 2);
-        const written = this.out.write(text, this.pos, length, 'base64');
-        // Node skips characters that are not base64: fewer bytes than announced come out.
-        if (written !== length)
-          throw new RedisBackupError('REDIS_BACKUP_INVALID', 'a base64 value of the export does not decode: the export is damaged');
-        this.pos += written;
-      } else {
-        this.header(0x24, arg.length);
+      if (typeof arg === 'string') this.text(arg);
+      else if (typeof arg === 'number') this.integer(arg);
+      else if (arg instanceof Base64Arg) this.base64(arg.text);
+      else {
+        this.header(0x24 /* $ */, arg.length);
         this.reserve(arg.length + 2);
         this.pos += arg.copy(this.out, this.pos);
+        this.crlf();
       }
-      this.out[this.pos++] = CRLF_0;
-      this.out[this.pos++] = 0x0a;
     }
+  }
+
+  /** A bulk string of UTF-8 text. */
+  private text(arg: string): void {
+    const length = Buffer.byteLength(arg, 'utf8');
+    this.header(0x24, length);
+    this.reserve(length + 2);
+    this.pos += this.out.write(arg, this.pos, length, 'utf8');
+    this.crlf();
+  }
+
+  /** A bulk string of a number's decimal digits. */
+  private integer(n: number): void {
+    const text = String(n);
+    this.header(0x24, text.length);
+    this.reserve(text.length + 2);
+    this.pos += this.out.write(text, this.pos, text.length, 'latin1');
+    this.crlf();
+  }
+
+  /** A bulk string of the bytes base64 text encodes, decoded in place. */
+  private base64(text: string): void {
+    const padding = text.endsWith('==') ? 2 : text.endsWith('=') ? 1 : 0;
+    const length = Math.floor(((text.length - padding) * 3) / 4);
+    this.header(0x24, length);
+    this.reserve(length + 2);
+    const written = this.out.write(text, this.pos, length, 'base64');
+    // Node skips characters that are not base64: fewer bytes than announced come out.
+    if (written !== length)
+      throw new RedisBackupError('REDIS_BACKUP_INVALID', 'a base64 value of the export does not decode: the export is damaged');
+    this.pos += written;
+    this.crlf();
+  }
+
+  /**
+   * A bulk string of the bytes that base64 text (`start` to `end` of `data`) encodes. Node's
+   * decoder (native, several times faster than decoding in JavaScript) takes a string; a
+   * short-lived one-byte copy of the text is the cheapest way in.
+   */
+  private base64From(data: Buffer, start: number, end: number): void {
+    // Node's encoder pads: padded text is a multiple of 4 long, and then any character the
+    // decoder skips (it skips what is not base64) makes fewer bytes than announced.
+    if ((end - start) % 4 !== 0)
+      throw new RedisBackupError('REDIS_BACKUP_INVALID', 'a base64 value of the export does not decode: the export is damaged');
+    this.base64(data.toString('latin1', start, end));
+  }
+
+  /** The CRLF after a bulk string (room for it is reserved with the string). */
+  private crlf(): void {
+    this.out[this.pos++] = CRLF_0;
+    this.out[this.pos++] = 0x0a;
   }
 
   /** The encoded commands (a view: the batch must not be reused after it was sent). */

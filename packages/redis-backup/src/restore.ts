@@ -13,7 +13,7 @@ import { isRedisBackupError, messageOf, RedisBackupError, signalOf, throwIfAbort
 import { emitter, type RedisBackupEventListener, throttle } from './events.js';
 import { type ExistingKeyPolicy, type ImportResult, importRedis, keysExist } from './import.js';
 import { createRdbChecker, maxRdbVersionFor } from './rdb.js';
-import { bytesOf, type KeyRecord, readLines } from './records.js';
+import { bytesOf, type KeyRecord, readLineBatches, readLines } from './records.js';
 import { info, keyspaceOf, redisCommandError, serverVersion } from './server.js';
 import { type RedisRestoreCheck, verifyRedisRestore } from './verify.js';
 
@@ -80,7 +80,8 @@ export async function restoreRedis(options: RestoreRedisOptions): Promise<RedisR
     typeof options.backup === 'string' ? await resolveRedisBackup(options.catalog, options.backup, REDIS_LOGICAL_KIND) : options.backup;
   const fingerprint = fingerprintOf(manifest, REDIS_LOGICAL_KIND);
   const plan: string[] = [];
-  const read = () => readLines(readRedisBackup(options.catalog, manifest, options.keys, signalOf(options)));
+  const backupBytes = () => readRedisBackup(options.catalog, manifest, options.keys, signalOf(options));
+  const read = () => readLines(backupBytes());
   emit({ type: 'step', step: 'connect', message: `connecting to ${target.description}` });
   const client = await connectRedis(target, { name: 'drkit-restore' });
   try {
@@ -157,7 +158,7 @@ export async function restoreRedis(options: RestoreRedisOptions): Promise<RedisR
     const due = throttle();
     let imported: ImportResult;
     try {
-      imported = await importRedis(target, read(), {
+      imported = await importRedis(target, readLineBatches(backupBytes()), {
         policy,
         ...(options.batch !== undefined ? { batch: options.batch } : {}),
         ...signalOf(options),
