@@ -28,11 +28,11 @@ export { createRdbChecker, maxRdbVersionFor, type RdbCheck, rdbVersionOf } from 
 export {
   EXPORT_FORMAT,
   type ExactFields,
-  exactFields,
   type ExportEncoding,
   type ExportHeader,
   type ExportLine,
   type ExportTrailer,
+  exactFields,
   type KeyRecord,
   LineBatch,
   REDIS_TYPES,
