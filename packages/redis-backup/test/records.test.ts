@@ -47,6 +47,12 @@ async function* pieces(text: string, sizes: number[]): AsyncGenerator<Buffer> {
   }
 }
 
+async function batchesOf(source: AsyncIterable<LineBatch>): Promise<LineBatch[]> {
+  const out: LineBatch[] = [];
+  for await (const batch of source) out.push(batch);
+  return out;
+}
+
 async function collect(source: AsyncIterable<ExportLine>): Promise<ExportLine[]> {
   const out: ExportLine[] = [];
   for await (const line of source) out.push(line);
@@ -126,7 +132,7 @@ describe('LineBatch: exact records read in place', () => {
     const line = exactLine({ db: 12, key: 'ünï', type: 'zset', expireAt: 1_234_567_890_123, dump: 'AAEC' });
     const plainLine = exactLine({ db: 0, key: 'k', type: 'list', b64: true, dump: 'QUJD' });
     const data = Buffer.from(`${HEADER}\n${line}\n${plainLine}\n`);
-    const [batch] = await Array.fromAsync(readLineBatches(pieces(data.toString(), [data.length])));
+    const [batch] = await batchesOf(readLineBatches(pieces(data.toString(), [data.length])));
     const fields = exactFields();
     expect((batch as LineBatch).exact(0, fields)).toBe(false); // the header
     expect((batch as LineBatch).exact(1, fields)).toBe(true);
@@ -158,7 +164,7 @@ describe('LineBatch: exact records read in place', () => {
     for (const c of cases) {
       const text = `${HEADER}\n${c.line}\n${trailer(1)}\n`;
       const fields = exactFields();
-      const [batch] = await Array.fromAsync(readLineBatches(pieces(text, [text.length])));
+      const [batch] = await batchesOf(readLineBatches(pieces(text, [text.length])));
       expect((batch as LineBatch).exact(1, fields), c.line).toBe(c.inPlace === true);
       if (c.error) {
         const error = await errorOf(collect(readLines(pieces(text, [5]))));
@@ -175,7 +181,7 @@ describe('LineBatch: exact records read in place', () => {
   it('refuses an export whose last line was cut, whatever the pieces', async () => {
     const text = `${HEADER}\n${exactLine({ db: 0, key: 'k', type: 'string', dump: 'QUJD' })}`;
     for (const sizes of [[text.length], [3]]) {
-      const error = await errorOf(Array.fromAsync(readLineBatches(pieces(text, sizes))));
+      const error = await errorOf(batchesOf(readLineBatches(pieces(text, sizes))));
       expect(error.message).toMatch(/line 2 .*the last line has no newline: the export was cut/);
     }
   });
