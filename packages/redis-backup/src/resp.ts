@@ -95,18 +95,12 @@ export class RespBatch {
   restore(key: string, keyIsBase64: boolean, expireAt: number, payload: string, replace: boolean): void {
     const start = this.pos;
     try {
-      const head = replace ? RESTORE_REPLACE_HEAD : RESTORE_HEAD;
-      this.reserve(head.length);
-      this.out.set(head, this.pos);
-      this.pos += head.length;
+      this.raw(replace ? RESTORE_REPLACE_HEAD : RESTORE_HEAD);
       if (keyIsBase64) this.base64(key);
       else this.text(key);
       this.integer(expireAt);
       this.base64(payload);
-      const tail = replace ? ABSTTL_REPLACE : ABSTTL;
-      this.reserve(tail.length);
-      this.out.set(tail, this.pos);
-      this.pos += tail.length;
+      this.raw(replace ? ABSTTL_REPLACE : ABSTTL);
     } catch (error) {
       this.pos = start;
       throw error;
@@ -116,9 +110,8 @@ export class RespBatch {
 
   /**
    * Like {@link restore}, with the key and the payload read in place from the bytes of an
-   * export line (see LineBatch.exact in records.ts): the key copied, or decoded with
-   * `keyIsBase64`, and the payload decoded from base64 straight into the batch, so that no
-   * string is made for either.
+   * export line (see LineBatch.exact in records.ts): the key copied (or decoded, when it is
+   * base64) and the payload decoded into the batch, with nothing kept of either.
    * @throws RedisBackupError REDIS_BACKUP_INVALID when the base64 text does not decode
    */
   restoreFrom(
@@ -130,10 +123,7 @@ export class RespBatch {
   ): void {
     const start = this.pos;
     try {
-      const head = replace ? RESTORE_REPLACE_HEAD : RESTORE_HEAD;
-      this.reserve(head.length);
-      this.out.set(head, this.pos);
-      this.pos += head.length;
+      this.raw(replace ? RESTORE_REPLACE_HEAD : RESTORE_HEAD);
       if (key.base64) this.base64From(data, key.start, key.end);
       else {
         const length = key.end - key.start;
@@ -144,10 +134,7 @@ export class RespBatch {
       }
       this.integer(expireAt);
       this.base64From(data, payload.start, payload.end);
-      const tail = replace ? ABSTTL_REPLACE : ABSTTL;
-      this.reserve(tail.length);
-      this.out.set(tail, this.pos);
-      this.pos += tail.length;
+      this.raw(replace ? ABSTTL_REPLACE : ABSTTL);
     } catch (error) {
       this.pos = start;
       throw error;
@@ -220,6 +207,13 @@ export class RespBatch {
     if ((end - start) % 4 !== 0)
       throw new RedisBackupError('REDIS_BACKUP_INVALID', 'a base64 value of the export does not decode: the export is damaged');
     this.base64(data.toString('latin1', start, end));
+  }
+
+  /** Bytes already in RESP (the fixed parts of a command). */
+  private raw(bytes: Buffer): void {
+    this.reserve(bytes.length);
+    this.out.set(bytes, this.pos);
+    this.pos += bytes.length;
   }
 
   /** The CRLF after a bulk string (room for it is reserved with the string). */

@@ -3,7 +3,7 @@ import { type RedisSandbox, startRedis } from '@drkit/sandbox';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { redisTarget } from '../src/connection.js';
-import { isRedisBackupError, type RedisBackupError } from '../src/errors.js';
+import { isRedisBackupError } from '../src/errors.js';
 import { importRedis } from '../src/import.js';
 import {
   EXPORT_FORMAT,
@@ -16,6 +16,7 @@ import {
   readLines,
 } from '../src/records.js';
 import { Base64Arg, RespBatch } from '../src/resp.js';
+import { errorOf } from './support/errors.js';
 
 // The exact restore reads RESTORE's arguments in place from the export's bytes (LineBatch.exact,
 // RespBatch.restoreFrom) instead of through JSON.parse: these tests hold that path to the
@@ -57,16 +58,6 @@ async function collect(source: AsyncIterable<ExportLine>): Promise<ExportLine[]>
   const out: ExportLine[] = [];
   for await (const line of source) out.push(line);
   return out;
-}
-
-async function errorOf(promise: Promise<unknown>): Promise<RedisBackupError> {
-  try {
-    await promise;
-  } catch (error) {
-    if (isRedisBackupError(error)) return error;
-    throw error;
-  }
-  throw new Error('expected a RedisBackupError');
 }
 
 /** Every kind of key text the export can write, and the payload-like base64 of 0–300 bytes. */

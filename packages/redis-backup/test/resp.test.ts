@@ -4,9 +4,10 @@ import { getFreePort, type RedisSandbox, startRedis } from '@drkit/sandbox';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { redisTarget } from '../src/connection.js';
-import { isRedisBackupError, type RedisBackupError } from '../src/errors.js';
+import type { RedisBackupError } from '../src/errors.js';
 import { dumpType } from '../src/export.js';
 import { Base64Arg, openResp, parseReplies, RespBatch, RespError } from '../src/resp.js';
+import { errorOf } from './support/errors.js';
 
 const PASSWORD = 'resp-test-password';
 let plain: RedisSandbox;
@@ -23,16 +24,6 @@ afterAll(async () => {
   check?.disconnect();
   await Promise.all([plain?.stop(), secured?.stop()]);
 });
-
-async function errorOf(promise: Promise<unknown>): Promise<RedisBackupError> {
-  try {
-    await promise;
-  } catch (error) {
-    if (isRedisBackupError(error)) return error;
-    throw error;
-  }
-  throw new Error('expected a RedisBackupError');
-}
 
 describe('RespBatch and openResp', () => {
   it('writes text, bytes, integers and base64 exactly, and returns every kind of reply in order', async () => {
