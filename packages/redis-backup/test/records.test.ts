@@ -332,6 +332,28 @@ describe('importRedis of in-place records against a real server', () => {
     expect(error.message).toContain('key k4-2');
   });
 
+  it('names the key and database of any other failed write (REDIS_RESTORE_FAILED)', async () => {
+    const text = await exportOf({ 0: keysIn(0, 3, 'k'), 7: keysIn(7, 3, 'k') });
+    // Without db 0: the first key is in db 7, which only the SELECT sent with it says.
+    const onlyDb7 = text.replace(/\n\{"db":0,[^\n]*/g, '');
+    // A server that refuses every write (no replica to write to): each RESTORE fails.
+    await check.config('SET', 'min-replicas-to-write', '1');
+    try {
+      for (const [export_, first] of [
+        [text, 'k0-0 \\(db 0\\)'],
+        [onlyDb7, 'k7-0 \\(db 7\\)'],
+      ] as const) {
+        const error = await errorOf(
+          importRedis(redisTarget(server.url()), readLineBatches(pieces(export_, [50])), { policy: 'replace', batch: 3 }),
+        );
+        expect(error.code).toBe('REDIS_RESTORE_FAILED');
+        expect(error.message).toMatch(new RegExp(`^writing key ${first} to .* failed: NOREPLICAS`));
+      }
+    } finally {
+      await check.config('SET', 'min-replicas-to-write', '0');
+    }
+  });
+
   it('takes lines one by one as well as in pieces, with the same result', async () => {
     const text = await exportOf({ 0: keysIn(0, 30, 'k'), 1: keysIn(1, 30, 'k') });
     const one = await importRedis(redisTarget(server.url()), readLines(pieces(text, [100])), { policy: 'replace', batch: 8 });
