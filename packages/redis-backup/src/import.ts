@@ -291,10 +291,15 @@ export async function importRedis(
     // (they are checked for existing keys together, in flush); it then dies young.
     if (record.dump !== undefined && records.length === 0) {
       restoreDump(record, record.dump);
-      return pipe.count < batch ? undefined : batchDone(false);
+      return pipe.count < batch ? undefined : sendAndWait().then(batchDone);
     }
     records.push(record);
-    return records.length < batch ? undefined : flush().then(() => batchDone(true));
+    return records.length < batch
+      ? undefined
+      : flush().then(() => {
+          collect();
+          batchDone();
+        });
   };
   /** Everything queued for the previous database goes first, then SELECT. */
   const switchDb = async (next: number) => {
@@ -304,9 +309,8 @@ export async function importRedis(
     add(undefined, ['SELECT', next]);
     db = next;
   };
-  const batchDone = async (typed: boolean) => {
-    if (!typed) await sendAndWait();
-    if (typed) collect();
+  /** After each batch: a stop asked for is honoured, and progress reported. */
+  const batchDone = () => {
     throwIfAborted(options.signal, 'the restore');
     options.onProgress?.({ keys: result.restored, db });
   };
@@ -324,7 +328,9 @@ export async function importRedis(
         if (header && !trailer && records.length === 0 && item.exact(i, fields)) {
           if (fields.db !== db) await switchDb(fields.db);
           restoreInPlace(data, fields);
-          if (pipe.count >= batch) await batchDone(false);
+          if (pipe.count < batch) continue;
+          await sendAndWait();
+          batchDone();
           continue;
         }
         const waiting = take(item.line(i));
