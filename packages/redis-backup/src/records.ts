@@ -194,6 +194,7 @@ export interface ExactFields {
   keyStart: number;
   keyEnd: number;
   b64: boolean;
+  type: RedisType;
   /** Absolute expiry in Unix ms; 0 when the key does not expire. */
   expireAt: number;
   /** The DUMP payload's base64 text. */
@@ -203,7 +204,7 @@ export interface ExactFields {
 
 /** A fresh {@link ExactFields} to fill. */
 export function exactFields(): ExactFields {
-  return { db: 0, keyStart: 0, keyEnd: 0, b64: false, expireAt: 0, dumpStart: 0, dumpEnd: 0 };
+  return { db: 0, keyStart: 0, keyEnd: 0, b64: false, type: 'string', expireAt: 0, dumpStart: 0, dumpEnd: 0 };
 }
 
 /**
@@ -230,7 +231,8 @@ function scanExact(data: Buffer, start: number, end: number, into: ExactFields):
   const keyEnd = at;
   const typeStart = at + 1 + TYPE_OPEN.length;
   const typeEnd = data.indexOf(QUOTE, typeStart);
-  if (typeEnd < 0 || typeEnd >= end || !isTypeName(data, typeStart, typeEnd)) return false;
+  const type = typeEnd < 0 || typeEnd >= end ? undefined : typeNameAt(data, typeStart, typeEnd);
+  if (type === undefined) return false;
   at = typeEnd + 1;
   let b64 = false;
   if (holds(data, at, B64_FLAG)) {
@@ -253,6 +255,7 @@ function scanExact(data: Buffer, start: number, end: number, into: ExactFields):
   into.keyStart = keyStart;
   into.keyEnd = keyEnd;
   into.b64 = b64;
+  into.type = type;
   into.expireAt = expireAt;
   into.dumpStart = dumpStart;
   into.dumpEnd = dumpEnd;
@@ -262,15 +265,13 @@ function scanExact(data: Buffer, start: number, end: number, into: ExactFields):
 /** Type names as bytes, to check a record's type without making a string of it. */
 const TYPE_BYTES = REDIS_TYPES.map((t) => Buffer.from(t, 'latin1'));
 
-function isTypeName(data: Buffer, start: number, end: number): boolean {
-  for (const name of TYPE_BYTES) if (name.length === end - start && holds(data, start, name)) return true;
-  return false;
-}
-
-/** The type of a scanned record (its name is in the line: checked by scanExact). */
-function typeAt(data: Buffer, start: number): RedisType {
-  const typeStart = data.indexOf(TYPE_OPEN, start) + TYPE_OPEN.length;
-  return data.toString('latin1', typeStart, data.indexOf(QUOTE, typeStart)) as RedisType;
+/** The type named by the bytes `start` to `end` (one of the shared constant strings), or undefined. */
+function typeNameAt(data: Buffer, start: number, end: number): RedisType | undefined {
+  for (let i = 0; i < TYPE_BYTES.length; i++) {
+    const name = TYPE_BYTES[i] as Buffer;
+    if (name.length === end - start && holds(data, start, name)) return REDIS_TYPES[i];
+  }
+  return undefined;
 }
 
 /**
@@ -319,7 +320,7 @@ export class LineBatch {
     if (this.exact(i, fields)) {
       const data = this.data;
       // One property order for every record: one hidden class, as JSON.parse would give them.
-      const record = { db: fields.db, key: data.toString('utf8', fields.keyStart, fields.keyEnd), type: typeAt(data, start) } as KeyRecord;
+      const record = { db: fields.db, key: data.toString('utf8', fields.keyStart, fields.keyEnd), type: fields.type } as KeyRecord;
       if (fields.b64) record.b64 = true;
       if (fields.expireAt > 0) record.expireAt = fields.expireAt;
       record.dump = data.toString('latin1', fields.dumpStart, fields.dumpEnd);
@@ -367,7 +368,7 @@ export async function* readLineBatches(source: AsyncIterable<Buffer>): AsyncGene
 
 /**
  * Splits a byte stream into lines (without the newline), parsing each: the reader of exports.
- * Memory holds one partial line at a time.
+ * Memory holds one piece of the stream at a time (see {@link readLineBatches}).
  * @throws RedisBackupError REDIS_BACKUP_INVALID
  */
 export async function* readLines(source: AsyncIterable<Buffer>): AsyncGenerator<ExportLine> {
