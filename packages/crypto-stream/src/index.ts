@@ -18,7 +18,7 @@ export {
 } from './keys.js';
 export { createOpenStream, inspectSealed, type OpenOptions, open, openBuffer, type SealedInfo } from './open.js';
 export { openRandomAccess, type RandomAccessOptions, type RangeFetch, type SealedRandomAccess, type SealedSpan } from './random.js';
-export { periodicFullCollector } from './reclaim.js';
+export { periodicFullCollector, releaseBuffer } from './reclaim.js';
 export { rewrap } from './rotate.js';
 export { createSealStream, type SealOptions, type StreamProgress, seal, sealBuffer } from './seal.js';
 export {

@@ -42,7 +42,9 @@ export interface SealedRandomAccess {
   /**
    * Plaintext `[from, to)`. Every chunk is authenticated (its index and whether it is the last
    * one are bound into its nonce) before any of its bytes are released, so a chunk moved,
-   * swapped or cut fails as it would in a full read.
+   * swapped or cut fails as it would in a full read. Each piece is the caller's own: a chunk's
+   * fresh plaintext or a slice of it, shared with nothing else (so it may be released with
+   * `releaseBuffer` once read).
    * @throws SealError SEAL_CHUNK_TAMPERED, SEAL_TRUNCATED, SEAL_ABORTED, SEAL_INVALID_OPTIONS
    */
   read(from: number, to: number): AsyncGenerator<Buffer>;

@@ -81,3 +81,25 @@ export function periodicFullCollector(everyMs = 500): () => void {
     gc({ type: 'major', execution: 'sync', flavor: 'last-resort' });
   };
 }
+
+/**
+ * Frees a buffer's memory now rather than at whichever collection finds it dead: its
+ * ArrayBuffer is detached (`transfer(0)`), which releases the backing store at once. For
+ * buffers that are dead the moment their handler returns but outlive young collections
+ * across its awaits (a restore thread's segments: ~10 MB per thread waited for the next full
+ * collection). Only a buffer that spans its whole ArrayBuffer is released — a slice of Node's
+ * pool or of a larger buffer is left alone, since other views share its memory — so the
+ * caller's promise is just that nothing reads this buffer again: afterwards it is empty.
+ * Returns whether memory was released.
+ */
+export function releaseBuffer(buffer: ArrayBuffer | Uint8Array): boolean {
+  const whole = buffer instanceof ArrayBuffer ? buffer : buffer.byteOffset === 0 ? buffer.buffer : undefined;
+  if (!(whole instanceof ArrayBuffer) || whole.detached || whole.byteLength !== buffer.byteLength || whole.byteLength === 0) return false;
+  try {
+    whole.transfer(0);
+    return true;
+  } catch {
+    // Not detachable (a WebAssembly memory, for one): it stays for the collector.
+    return false;
+  }
+}

@@ -1,4 +1,4 @@
-import { isSealError, type OpenKeys, openRandomAccess, type SealedRandomAccess } from '@drkit/crypto-stream';
+import { isSealError, type OpenKeys, openRandomAccess, releaseBuffer, type SealedRandomAccess } from '@drkit/crypto-stream';
 import { type Catalog, isStoreError, type Manifest } from '@drkit/s3-store';
 import { FilesError } from './errors.js';
 import { type ArchiveCompression, decompressFrame } from './frames.js';
@@ -146,7 +146,12 @@ export async function readRange(archive: OpenArchive, from: number, to: number):
   } catch (error) {
     throw archiveReadError(archive.manifest.id, error);
   }
-  return parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts);
+  if (parts.length === 1) return parts[0] as Buffer;
+  const whole = Buffer.concat(parts);
+  // Each part is a chunk's own fresh plaintext, dead once copied: a large restore reads
+  // hundreds of MB this way, and waiting for the collector to find them held ~5 MB more.
+  for (const part of parts) releaseBuffer(part);
+  return whole;
 }
 
 /**
