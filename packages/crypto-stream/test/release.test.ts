@@ -44,7 +44,10 @@ describe('releaseBuffer', () => {
     const shared = new Uint8Array(new SharedArrayBuffer(8192));
     expect(releaseBuffer(shared)).toBe(false);
     expect(shared.length).toBe(8192);
-    const wasm = new Uint8Array(new WebAssembly.Memory({ initial: 1 }).buffer);
+    // WebAssembly is a Node global that the project's ES-only lib does not declare.
+    const { Memory } = (globalThis as unknown as { WebAssembly: { Memory: new (size: { initial: number }) => { buffer: ArrayBuffer } } })
+      .WebAssembly;
+    const wasm = new Uint8Array(new Memory({ initial: 1 }).buffer);
     expect(releaseBuffer(wasm)).toBe(false);
     expect(wasm.length).toBe(65536);
     expect(releaseBuffer(Buffer.alloc(0))).toBe(false);
@@ -70,6 +73,6 @@ describe('releaseBuffer', () => {
     }
     // Whole chunks are the reads' own and were freed; the sealed bytes were not touched.
     expect(released).toBeGreaterThanOrEqual(6 * 3 + 2);
-    expect(bytes.buffer.detached).toBe(false);
+    expect((bytes.buffer as ArrayBuffer).detached).toBe(false);
   });
 });
