@@ -28,10 +28,13 @@ const reclaim = reclaimer(true, 4 * 1024 * 1024);
 // A segment's buffers live across the awaits of its decompression, long enough to be promoted
 // out of the young generation; V8 then lets each thread gather tens of MB of them before a
 // full collection. One every 500 ms (a few ms on this small heap) took ~20 MB off the peak.
-const collectFully = periodicFullCollector();
 // Better still, a segment's own buffers (its compressed frames, their tar, the decoder's
 // filled output blocks) are released the moment it is written: that took another ~10 MB off
-// each thread's peak, and ~20 MB off a 500 MB restore's.
+// each thread's peak, and ~20 MB off a 500 MB restore's. What is left is mostly the decoder's
+// part-filled output blocks, which it keeps writing into and which only a collection can free:
+// one every 200 ms instead of 500 took another 4-8 MB off (6 interleaved pairs), at no
+// difference in time that this noisy machine could show.
+const collectFully = periodicFullCollector(200);
 
 /**
  * One decompressor per compression for the thread's life, fed frame after frame. zlib's
