@@ -6,7 +6,7 @@ import { connect, connectionError, libpqEnv, type PgTarget, pgTarget } from './c
 import { messageOf, PgBackupError, signalOf, throwIfAborted } from './errors.js';
 import { emitter, type PgBackupEventListener, throttledProgress } from './events.js';
 import { type FingerprintFailure, readDatabaseProperties, readSequences, takeFingerprint } from './fingerprint.js';
-import { checkClientVersion, errorLines, findTool, startTool, type ToolInfo, type ToolProcess } from './tools.js';
+import { checkClientVersion, errorLines, findTool, prefetchTool, startTool, type ToolInfo, type ToolProcess } from './tools.js';
 
 /** The version drkit records as the tool of its manifests. */
 export const DRKIT_VERSION = '0.1.0';
@@ -124,6 +124,8 @@ export async function backupPostgres(options: BackupPostgresOptions): Promise<Po
   throwIfAborted(options.signal, 'the backup');
 
   emit({ type: 'step', step: 'connect', message: `connecting to ${target.description}` });
+  prefetchTool('pg_dump', options);
+  if (options.globals !== false) prefetchTool('pg_dumpall', options);
   const client = await connect(target);
   let inTransaction = false;
   let dumping: ToolProcess | undefined;
@@ -143,17 +145,29 @@ export async function backupPostgres(options: BackupPostgresOptions): Promise<Po
     let globals: Manifest | undefined;
 
     // One snapshot for pg_dump and for the fingerprint: the counts describe exactly the dump.
-    await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY');
-    inTransaction = true;
     // The counts run beside pg_dump on the same cores: parallel workers and JIT compilation
     // would take CPU from the dump (measured: ~10% slower at pgbench scale 50) to save little.
-    await client.query('SET LOCAL max_parallel_workers_per_gather = 0');
-    await client.query('SET LOCAL jit = off');
-    const snapshot = (await client.query<{ id: string }>('SELECT pg_export_snapshot() AS id')).rows[0]?.id as string;
+    // One round trip for all four statements: everything before pg_dump starts is added to the
+    // backup's wall time.
+    inTransaction = true;
+    const opened = (await client.query(
+      `BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET LOCAL max_parallel_workers_per_gather = 0; SET LOCAL jit = off;
+       SELECT pg_export_snapshot() AS id`,
+    )) as unknown as pg.QueryResult<{ id: string }>[];
+    const snapshot = opened.at(-1)?.rows[0]?.id as string;
 
     // Sequences are not frozen by the snapshot: read them before pg_dump does (see readSequences).
     const sequenceFailures: FingerprintFailure[] = [];
     const sequences = await readSequences(client, { bestEffort: options.bestEffortFingerprint === true, failures: sequenceFailures });
+    // The counts are sent before pg_dump starts: the server begins them while pg_dump is still
+    // starting and reading the catalogs, when it has a core to spare.
+    let fingerprintFailures: FingerprintFailure[] = [];
+    const fingerprinting = takeFingerprint(client, { bestEffort: options.bestEffortFingerprint === true, sequences }).then((f) => {
+      fingerprintFailures = [...sequenceFailures, ...f.failures];
+      return f;
+    });
+    // Surfaced through beforeManifest; never an unhandled rejection if the dump fails first.
+    fingerprinting.catch(() => {});
     emit({
       type: 'step',
       step: 'dump',
@@ -177,14 +191,6 @@ export async function backupPostgres(options: BackupPostgresOptions): Promise<Po
       },
     });
     dumping = dump;
-
-    let fingerprintFailures: FingerprintFailure[] = [];
-    const fingerprinting = takeFingerprint(client, { bestEffort: options.bestEffortFingerprint === true, sequences }).then((f) => {
-      fingerprintFailures = [...sequenceFailures, ...f.failures];
-      return f;
-    });
-    // Surfaced through beforeManifest; never an unhandled rejection if the dump fails first.
-    fingerprinting.catch(() => {});
 
     async function* dumpBytes(): AsyncGenerator<Buffer> {
       let completed = false;

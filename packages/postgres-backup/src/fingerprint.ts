@@ -82,9 +82,9 @@ export async function takeFingerprint(
   const sequences = options.sequences ?? (await readSequences(client, { ...options, failures }));
   const tables = (await client.query<{ name: string; ref: string }>(TABLES)).rows;
   const objects: Record<string, number> = {};
-  for (const row of (await client.query<{ kind: string; n: number }>(OBJECT_COUNTS)).rows) objects[row.kind] = row.n;
-
   const fingerprint: PgFingerprint & { failures: FingerprintFailure[] } = { tables: {}, sequences, objects, failures };
+  // The counts first: a backup starts pg_dump right after calling this, and the longest scans
+  // are best begun while pg_dump is still reading the catalogs.
   // ONLY: an inheritance parent's own rows, as pg_dump copies them (partitions are leaves anyway).
   if (!options.bestEffort) {
     // One statement per batch: the counts run back to back inside the server.
@@ -93,13 +93,14 @@ export async function takeFingerprint(
       const sql = batch.map((t) => `SELECT ${literal(t.name)} AS name, count(*)::text AS n FROM ONLY ${t.ref}`).join(' UNION ALL ');
       for (const row of (await client.query<{ name: string; n: string }>(sql)).rows) fingerprint.tables[row.name] = Number(row.n);
     }
-    return fingerprint;
+  } else {
+    for (const t of tables) {
+      throwIfAborted(options.signal);
+      const row = await guarded(client, failures, t.name, `SELECT count(*)::text AS n FROM ONLY ${t.ref}`);
+      if (row) fingerprint.tables[t.name] = Number(row.n);
+    }
   }
-  for (const t of tables) {
-    throwIfAborted(options.signal);
-    const row = await guarded(client, failures, t.name, `SELECT count(*)::text AS n FROM ONLY ${t.ref}`);
-    if (row) fingerprint.tables[t.name] = Number(row.n);
-  }
+  for (const row of (await client.query<{ kind: string; n: number }>(OBJECT_COUNTS)).rows) objects[row.kind] = row.n;
   return fingerprint;
 }
 

@@ -48,7 +48,9 @@ function candidates(tool: PgTool, serverMajor: number | undefined, binDir: strin
  * @throws PgBackupError PG_TOOL_MISSING naming the Debian package to install
  */
 export function findTool(tool: PgTool, options: ToolOptions & { serverMajor?: number } = {}): Promise<ToolInfo> {
-  const key = `${tool}\0${options.binDir ?? ''}\0${options.serverMajor ?? ''}\0${process.env.PG_BIN ?? ''}`;
+  // With binDir the server's major plays no part (see candidates): a lookup started before the
+  // server answered (see prefetchTool) is the same lookup.
+  const key = options.binDir ? `${tool}\0${options.binDir}` : `${tool}\0\0${options.serverMajor ?? ''}\0${process.env.PG_BIN ?? ''}`;
   let found = cache.get(key);
   if (!found) {
     found = locate(tool, options);
@@ -71,6 +73,16 @@ async function locate(tool: PgTool, options: ToolOptions & { serverMajor?: numbe
     'PG_TOOL_MISSING',
     `${tool} was not found${options.binDir ? ` in ${options.binDir}` : ' (looked in PG_BIN, /usr/lib/postgresql/*/bin and PATH)'}: install ${pkg} (apt-get install ${pkg}) or pass binDir`,
   );
+}
+
+/**
+ * Starts {@link findTool} for `tool` when its answer cannot depend on the server (`binDir` is
+ * given), so that probing its version (a process start, ~10 ms) overlaps connecting to the
+ * server instead of following it. The later findTool call with the server's major gets the same
+ * lookup; a failure surfaces there, not here.
+ */
+export function prefetchTool(tool: PgTool, options: ToolOptions): void {
+  if (options.binDir) findTool(tool, { binDir: options.binDir }).catch(() => {});
 }
 
 /**
