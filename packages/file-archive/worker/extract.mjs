@@ -44,7 +44,13 @@ const collectFully = periodicFullCollector(200);
  * own: zlib's stream ends itself when a frame ends inside a write with input left over.
  */
 const decoders = new Map();
-const DECODER_CHUNK = 1024 * 1024;
+/**
+ * The decoder's output blocks. A block it is still filling lives on after the segment is done
+ * (only a collection frees it), so smaller blocks leave less behind: 256 KiB instead of 1 MiB
+ * took ~6 MB off a 500 MB restore's peak (9 interleaved pairs) and a fifth of its page faults,
+ * at no difference in time this machine could show.
+ */
+const DECODER_CHUNK = 256 * 1024;
 
 /** The tar bytes of whole frames (`[offset, length]` in `data`): written one by one, then flushed. */
 function inflate(compression, data, frames) {
