@@ -26,6 +26,11 @@ export interface BackupRedisOptions {
   encoding?: ExportEncoding;
   /** Compression inside the sealed stream. @default logical: zstd; RDB: none (its strings are already LZF-compressed) */
   compression?: { logical?: Compression; rdb?: Compression };
+  /**
+   * Level of that compression: zstd 1–19, gzip 1–9. @default logical zstd: 1
+   * ({@link DEFAULT_LOGICAL_ZSTD_LEVEL}); otherwise the compression's own default (zstd 3, gzip 6)
+   */
+  compressLevel?: { logical?: number; rdb?: number };
   /** Record DEBUG DIGEST with a logical export (it blocks the server for about 1 s per million keys). @default "auto": up to 100,000 keys */
   digest?: boolean | 'auto';
   /** Tuning of the logical export (batch, windows, scripting). */
@@ -51,6 +56,35 @@ export interface RedisBackup {
 const DIGEST_AUTO_MAX_KEYS = 100_000;
 
 /**
+ * zstd level of the logical export unless the caller picks one. An exact export is mostly
+ * base64 of DUMP payloads, which the RDB encoding has already made compact: on a million-key
+ * dataset (386 MB of lines) level 3 stored 5% less than level 1 for 2.2 times the CPU (2.2 s
+ * against 1.0 s), on a machine where that CPU is taken from the server being exported.
+ */
+export const DEFAULT_LOGICAL_ZSTD_LEVEL = 1;
+
+/** The level to seal with, checked before anything is connected; undefined: the compression's default. */
+function levelOf(compression: Compression, level: number | undefined, which: 'logical' | 'rdb'): number | undefined {
+  if (!['none', 'gzip', 'zstd'].includes(compression))
+    throw new RedisBackupError(
+      'REDIS_OPTIONS_INVALID',
+      `compression.${which} must be none, gzip or zstd, got ${JSON.stringify(compression)}`,
+    );
+  if (compression === 'none') {
+    if (level !== undefined)
+      throw new RedisBackupError('REDIS_OPTIONS_INVALID', `compressLevel.${which} was given, but the ${which} backup is not compressed`);
+    return undefined;
+  }
+  const max = compression === 'zstd' ? 19 : 9;
+  if (level !== undefined && !(Number.isInteger(level) && level >= 1 && level <= max))
+    throw new RedisBackupError(
+      'REDIS_OPTIONS_INVALID',
+      `compressLevel.${which} for ${compression} must be an integer from 1 to ${max}, got ${level}`,
+    );
+  return level ?? (which === 'logical' && compression === 'zstd' ? DEFAULT_LOGICAL_ZSTD_LEVEL : undefined);
+}
+
+/**
  * Backs up a Redis server into a catalog: an RDB pulled over the replication protocol (one
  * instant of the whole dataset, exactly as the server saves it), and/or a logical export of
  * every database with absolute expiries. Both are sealed (AES-256-GCM) on the way, checked
@@ -63,6 +97,8 @@ export async function backupRedis(options: BackupRedisOptions): Promise<RedisBac
   const mode = options.mode ?? 'both';
   if (!['rdb', 'logical', 'both'].includes(mode))
     throw new RedisBackupError('REDIS_OPTIONS_INVALID', `mode must be rdb, logical or both, got ${JSON.stringify(mode)}`);
+  levelOf(options.compression?.logical ?? 'zstd', options.compressLevel?.logical, 'logical');
+  levelOf(options.compression?.rdb ?? 'none', options.compressLevel?.rdb, 'rdb');
   const emit = emitter(options.onEvent);
   const warnings: string[] = [];
   const warn = (message: string) => {
@@ -172,12 +208,13 @@ async function backupRdb(
     }
   }
   const compression = options.compression?.rdb ?? 'none';
+  const level = levelOf(compression, options.compressLevel?.rdb, 'rdb');
   let fingerprint: RdbFingerprint | undefined;
   const manifest = await options.catalog.put({
     ...common,
     kind: REDIS_RDB_KIND,
     compression,
-    body: seal(checked(), { key: options.keys, compression, ...signalOf(options) }),
+    body: seal(checked(), { key: options.keys, compression, ...(level !== undefined ? { level } : {}), ...signalOf(options) }),
     beforeManifest: async () => {
       const check = checker.finish();
       fingerprint = {
@@ -233,6 +270,7 @@ async function backupLogical(
     },
   });
   const compression = options.compression?.logical ?? 'zstd';
+  const level = levelOf(compression, options.compressLevel?.logical, 'logical');
   let plainSize = 0;
   let fingerprint: LogicalFingerprint | undefined;
   const manifest = await options.catalog.put({
@@ -242,6 +280,7 @@ async function backupLogical(
     body: seal(exported.chunks, {
       key: options.keys,
       compression,
+      ...(level !== undefined ? { level } : {}),
       ...signalOf(options),
       onProgress: (p) => {
         plainSize = p.plainBytes;

@@ -1,4 +1,4 @@
-import { periodicFullCollector } from '@drkit/crypto-stream';
+import { periodicFullCollector, releaseBuffer } from '@drkit/crypto-stream';
 import { firstLine, type RedisTarget } from './connection.js';
 import { messageOf, RedisBackupError, throwIfAborted } from './errors.js';
 import {
@@ -249,10 +249,13 @@ export function exportRedis(target: RedisTarget, options: ExportOptions = {}): R
         trailer.records++;
       };
 
-      // Each batch leaves a few MB of reply buffers and line strings that outlive a young
-      // collection, and V8 lets them pile up for a long while: a full collection of the
-      // export's small heap now and then keeps the peak down.
-      const collect = periodicFullCollector();
+      // Each batch leaves line strings and socket reads that outlive a young collection, and
+      // V8 lets them pile up for a long while: a full collection of the export's small heap
+      // now and then keeps the peak down. Every 2 s, not the default 0.5 s, since the batches'
+      // reply bytes are freed as they are done with: on a million keys that took 1-1.5 s of
+      // CPU off the export (collections, and the scavenges of a young generation each one
+      // shrank) for about 4 MB more peak memory.
+      const collect = periodicFullCollector(2000);
       const databases = options.databases ?? Object.keys(await keyspaceOf(client)).map(Number);
       const how: InspectOptions = { encoding, maxn: windowElements, maxb: windowBytes, expiry };
       let inspect = scriptInspector(client, how);
@@ -261,6 +264,7 @@ export function exportRedis(target: RedisTarget, options: ExportOptions = {}): R
       const inspectKeys: Inspector = (keys) => {
         const sent = inspect(keys);
         return {
+          release: () => sent.release?.(),
           async read(again) {
             try {
               return await sent.read(again);
@@ -403,7 +407,7 @@ function pairs(flat: Buffer[], e: (b: Buffer) => string): [string, string][] {
  * Sends the inspection of a batch of keys at once; `read` decodes its replies when the
  * batch's turn comes, given the same keys again.
  */
-type Inspector = (keys: Buffer[]) => { read(keys: Buffer[]): Promise<Inspected[]> };
+type Inspector = (keys: Buffer[]) => { read(keys: Buffer[]): Promise<Inspected[]>; release?(): void };
 
 /** SCAN steps read ahead of the batch being encoded, each with its inspection already sent. */
 const SCAN_AHEAD = 3;
@@ -449,6 +453,8 @@ async function* scanned(scanner: RespConnection, count: number, inspect: Inspect
     const { scan, inspection } = queue.shift() as (typeof queue)[number];
     if (!scanning && !failure && cursor !== undefined) scanNext(cursor);
     yield inspection ? await inspection.read(scanReply(scan)[1]) : [];
+    // Resumed: the consumer is done with the batch, whose values are views of these bytes.
+    inspection?.release?.();
   }
 }
 
@@ -509,6 +515,12 @@ function scriptInspector(client: RespConnection, { encoding, maxn, maxb, expiry 
     sent.catch(() => {});
     return {
       read: async (again) => decode(again, await runner.reply(await sent, again, args)),
+      // The batch's reply bytes (hundreds of KB, its DUMP payloads are views of them) are
+      // freed as soon as its lines are written rather than at whichever collection finds
+      // them: between two full collections they were most of the export's peak memory.
+      release: () => {
+        sent.then(releaseBuffer, () => {});
+      },
     };
   };
 }

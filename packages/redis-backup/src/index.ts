@@ -18,7 +18,14 @@ export {
   resolveRedisBackup,
   type SealKeys,
 } from './archive.js';
-export { type BackupMode, type BackupRedisOptions, backupRedis, DRKIT_VERSION, type RedisBackup } from './backup.js';
+export {
+  type BackupMode,
+  type BackupRedisOptions,
+  backupRedis,
+  DEFAULT_LOGICAL_ZSTD_LEVEL,
+  DRKIT_VERSION,
+  type RedisBackup,
+} from './backup.js';
 export { type ConnectOptions, connectRedis, type RedisTarget, redactRedisUrl, redisTarget, withDb, withRedis } from './connection.js';
 export { isRedisBackupError, REDIS_ERROR_CODES, RedisBackupError, type RedisErrorCode } from './errors.js';
 export type { RedisBackupEvent, RedisBackupEventListener } from './events.js';

@@ -368,6 +368,41 @@ describe('backupRedis: errors and fallback', () => {
     expect(JSON.stringify(result)).not.toContain('app-secret-pw');
   });
 
+  it('compression levels: checked before connecting; the logical default is zstd 1, and a higher level still restores', async () => {
+    const catalog = await catalogAt('levels');
+    const unreachable = 'redis://127.0.0.1:1/0';
+    const bad = [
+      { compressLevel: { logical: 0 } },
+      { compressLevel: { logical: 20 } },
+      { compression: { logical: 'gzip' as const }, compressLevel: { logical: 10 } },
+      { compressLevel: { rdb: 3 } },
+      { compression: { logical: 'lz4' as never } },
+    ];
+    for (const options of bad) {
+      const error = await backupRedis({ url: unreachable, catalog, keys: KEY, ...options }).catch((e) => e);
+      expect(isRedisBackupError(error, 'REDIS_OPTIONS_INVALID'), JSON.stringify(options)).toBe(true);
+    }
+    const sizeAt = async (compressLevel?: { logical: number }) => {
+      const made = await backupRedis({
+        url: source.url(),
+        catalog,
+        keys: KEY,
+        mode: 'logical',
+        ...(compressLevel ? { compressLevel } : {}),
+      });
+      return made.logical as NonNullable<typeof made.logical>;
+    };
+    const byDefault = await sizeAt();
+    const one = await sizeAt({ logical: 1 });
+    const strong = await sizeAt({ logical: 19 });
+    // The plain lines differ only in their timestamps; the stored sizes show the level used.
+    expect(Math.abs(byDefault.object.size - one.object.size)).toBeLessThan(64);
+    expect(strong.object.size).toBeLessThan(one.object.size - 64);
+    const target = await server();
+    await restoreRedis({ url: target.url(), catalog, backup: strong.id, keys: KEY });
+    expect(await digest(target.url())).toBe(sourceDigest);
+  });
+
   it('connection refused and wrong passwords are clear errors that never show the password', async () => {
     const catalog = await catalogAt('errors');
     const refused = await backupRedis({ url: 'redis://127.0.0.1:1/0', catalog, keys: KEY }).catch((e) => e);
