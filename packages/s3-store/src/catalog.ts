@@ -56,7 +56,8 @@ export interface ArtifactInput {
   size?: number;
   /**
    * Read the object back and hash it before writing the manifest, so a manifest only ever
-   * describes bytes that were read from the store. @default true
+   * describes bytes that were read from the store. A store whose put already read everything
+   * back (the fs store: {@link PutResult.readBack}) is not read a second time. @default true
    */
   readBack?: boolean;
   /**
@@ -230,7 +231,7 @@ export function createCatalog(store: Store, options: CatalogOptions = {}): Catal
     emit({ type: 'artifact-stored', id, kind, key, size: stored.size });
     let extra: Partial<ArtifactInput> | undefined;
     try {
-      if (input.readBack ?? true) {
+      if ((input.readBack ?? true) && stored.readBack !== true) {
         const back = await hashStored(key, input.signal);
         if (back.size !== stored.size || back.sha256 !== stored.sha256)
           throw new StoreError(

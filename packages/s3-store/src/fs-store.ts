@@ -51,6 +51,14 @@ function ioError(what: string, path: string, error: unknown): StoreError {
   return new StoreError('STORE_IO', `${what} ${path} failed (${code ?? String(error)})${hint}`, { cause: error });
 }
 
+/**
+ * A put reads back what it wrote once this much is unread, or with any chunk this large (a
+ * sealed stream's 1 MiB chunks and their 16-byte tags: one read per chunk and its tag).
+ */
+const READ_BACK_BYTES = 64 * 1024;
+/** The most a read-back reads at once (a put of one large buffer is read back in windows). */
+const READ_BACK_WINDOW = 1024 * 1024;
+
 /** Fsyncs a directory so that a rename or unlink in it survives a crash. */
 async function syncDir(path: string): Promise<void> {
   const handle = await open(path, 'r');
@@ -91,13 +99,68 @@ export function createFsStore(options: FsStoreOptions | string): Store {
     const temp = join(dir, `${RESERVED_PREFIX}tmp-${randomBytes(6).toString('hex')}`);
     let handle: Awaited<ReturnType<typeof open>>;
     try {
-      handle = await open(temp, 'wx', fileMode);
+      // Read-write: what was written is read back from the file as the put goes (see readBack).
+      handle = await open(temp, 'wx+', fileMode);
     } catch (error) {
       throw ioError('creating', temp, error);
     }
     const hash = createHash('sha256');
     let size = 0;
     let renamed = false;
+    // Chunks written but not yet read back, from file offset `unreadFrom`.
+    let unread: Buffer[] = [];
+    let unreadBytes = 0;
+    let unreadFrom = 0;
+    let scratch = Buffer.alloc(0);
+    /**
+     * Reads the chunks written since the last call back from the file and compares them with
+     * what was sent; only then are they hashed. The catalog's read-back after the put (a second
+     * pass over the whole object, and a second hash) then has nothing left to prove: this one
+     * runs while the source is still producing, instead of after it.
+     */
+    const readBack = async () => {
+      let index = 0;
+      let within = 0;
+      let offset = unreadFrom;
+      for (let left = unreadBytes; left > 0; ) {
+        const n = Math.min(left, READ_BACK_WINDOW);
+        if (scratch.length < n) scratch = Buffer.allocUnsafe(n);
+        let got = 0;
+        try {
+          while (got < n) {
+            const { bytesRead } = await handle.read(scratch, got, n - got, offset + got);
+            if (bytesRead === 0) break;
+            got += bytesRead;
+          }
+        } catch (error) {
+          throw ioError('reading back', temp, error);
+        }
+        for (let at = 0; at < n; ) {
+          const chunk = unread[index] as Buffer;
+          const take = Math.min(chunk.length - within, n - at);
+          if (at + take > got || !scratch.subarray(at, at + take).equals(chunk.subarray(within, within + take))) {
+            let first = 0;
+            while (at + first < got && first < take && scratch[at + first] === chunk[within + first]) first++;
+            throw new StoreError(
+              'STORE_INTEGRITY',
+              `${temp} reads back differently from the bytes written at offset ${offset + at + first}; the file system is corrupting data, check it before trusting any backup in it`,
+            );
+          }
+          at += take;
+          within += take;
+          if (within === chunk.length) {
+            hash.update(chunk);
+            index++;
+            within = 0;
+          }
+        }
+        offset += n;
+        left -= n;
+      }
+      unreadFrom = offset;
+      unread = [];
+      unreadBytes = 0;
+    };
     try {
       try {
         const chunks = chunksOf(body);
@@ -122,10 +185,16 @@ export function createFsStore(options: FsStoreOptions | string): Store {
             await chunks.return(undefined).catch(() => {});
             throw ioError('writing', temp, error);
           }
-          hash.update(chunk);
+          // A source may reuse its buffer once asked for the next chunk: a large chunk is
+          // read back before that, a small one is copied to be read back with the next.
+          const large = chunk.length >= READ_BACK_BYTES;
+          unread.push(large ? chunk : Buffer.from(chunk));
+          unreadBytes += chunk.length;
+          if (large || unreadBytes >= READ_BACK_BYTES) await readBack();
           size += chunk.length;
           putOptions.onProgress?.(size);
         }
+        await readBack();
         throwIfAborted(signal, `put ${normal}`);
         await handle.sync().catch((error: unknown) => {
           throw ioError('syncing', temp, error);
@@ -142,7 +211,7 @@ export function createFsStore(options: FsStoreOptions | string): Store {
       } catch (error) {
         throw ioError('moving into place', target, error);
       }
-      return { key: normal, size, sha256 };
+      return { key: normal, size, sha256, readBack: true };
     } catch (error) {
       if (!renamed) await unlink(temp).catch(() => {});
       throw error;

@@ -189,7 +189,8 @@ export function createMirroredStore(options: MirroredStoreOptions): MirroredStor
           'bring the failed location back or lower requiredCopies, then run the backup again',
       );
     }
-    return { key: normal, size, sha256 };
+    // Read back only if every kept copy was: a catalog reads the mirror back otherwise.
+    return { key: normal, size, sha256, ...(verified.every(({ result }) => result.readBack === true) ? { readBack: true } : {}) };
   };
 
   const unavailableForMs = options.unavailableForMs ?? 60_000;

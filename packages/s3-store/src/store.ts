@@ -38,6 +38,11 @@ export interface PutResult {
   /** SHA-256 (hex) of the bytes stored, computed while they streamed in. */
   sha256: string;
   etag?: string;
+  /**
+   * True when the store read every byte back from where it stored it and found the bytes that
+   * were sent (the fs store does, as it writes): a catalog then skips its own read-back.
+   */
+  readBack?: boolean;
 }
 
 /** A byte range of an object; `end` is inclusive, as in HTTP. */

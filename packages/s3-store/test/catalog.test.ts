@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtemp, open, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -106,6 +106,50 @@ describe('catalog on a local store', () => {
     const report = await catalog.orphans({ graceMs: 0 });
     expect(report.objects).toEqual([]);
     expect(await catalog.latest('config')).toBeUndefined();
+  });
+
+  it('the fs store reads back what it writes as it goes, so the catalog does not read the object a second time', async () => {
+    let gets = 0;
+    const counting: Store = { ...store, get: (key, options) => (gets++, store.get(key, options)) };
+    const sealed = createCatalog(counting, { now: () => clock });
+    // A source that reuses one buffer, as sealed and chunked streams do: large pieces and small.
+    const reused = Buffer.alloc(200 * 1024);
+    const sizes = [200 * 1024, 16, 70_000, 16, 3, 200 * 1024, 999];
+    const expected: Buffer[] = [];
+    const body = (async function* () {
+      for (const [i, size] of sizes.entries()) {
+        reused.fill(i + 1);
+        expected.push(Buffer.from(reused.subarray(0, size)));
+        yield reused.subarray(0, size);
+      }
+    })();
+    const manifest = await sealed.put({ ...base(Buffer.alloc(0)), body });
+    expect(gets).toBe(0);
+    const all = Buffer.concat(expected);
+    expect(manifest.object).toMatchObject({ size: all.length, sha256: createHash('sha256').update(all).digest('hex') });
+    expect((await bytesOf(await store.get(manifest.object.key))).equals(all)).toBe(true);
+    // A store that does not say it read back gets the catalog's own read-back.
+    const plain: Store = { ...counting, put: async (...args) => ({ ...(await store.put(...args)), readBack: false }) };
+    await createCatalog(plain, { now: () => clock }).put(base(randomBytes(3 * 1024 * 1024 + 5)));
+    expect(gets).toBe(1);
+  });
+
+  it('bytes that read back differently from what was written fail the put, and leave nothing behind', async () => {
+    const body = (async function* () {
+      yield Buffer.alloc(1000, 1);
+      // Before the second piece, something else scribbles over the first in the temp file.
+      const dir = join(root, 'artifacts', 'config');
+      const temp = (await readdir(dir)).find((name) => name.startsWith('.drkit-tmp-')) as string;
+      const handle = await open(join(dir, temp), 'r+');
+      await handle.write(Buffer.from('X'), 0, 1, 10);
+      await handle.close();
+      yield Buffer.alloc(100_000, 2);
+    })();
+    const error = await catalog.put({ ...base(Buffer.alloc(0)), body }).catch((e: unknown) => e);
+    expect(isStoreError(error) && error.code).toBe('STORE_INTEGRITY');
+    expect((error as Error).message).toMatch(/reads back differently from the bytes written at offset 10;/);
+    expect(await catalog.list()).toEqual([]);
+    expect(await readdir(join(root, 'artifacts', 'config'))).toEqual([]);
   });
 
   it('a failed source leaves nothing listed and no orphan', async () => {
