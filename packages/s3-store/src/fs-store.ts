@@ -56,6 +56,8 @@ function ioError(what: string, path: string, error: unknown): StoreError {
  * sealed stream's 1 MiB chunks and their 16-byte tags: one read per chunk and its tag).
  */
 const READ_BACK_BYTES = 64 * 1024;
+/** A put starts flushing what it has written to disk whenever this much more has been written. */
+const SYNC_EVERY_BYTES = 8 * 1024 * 1024;
 /** The most a read-back reads at once (a put of one large buffer is read back in windows). */
 const READ_BACK_WINDOW = 1024 * 1024;
 
@@ -112,6 +114,11 @@ export function createFsStore(options: FsStoreOptions | string): Store {
     let unreadBytes = 0;
     let unreadFrom = 0;
     let scratch = Buffer.alloc(0);
+    // Bytes written since the last flush was started, the flush running (one at a time), and
+    // the first one that failed.
+    let unsynced = 0;
+    let syncing: Promise<void> | undefined;
+    let syncFailure: { error: unknown } | undefined;
     /**
      * Reads the chunks written since the last call back from the file and compares them with
      * what was sent; only then are they hashed. The catalog's read-back after the put (a second
@@ -190,16 +197,40 @@ export function createFsStore(options: FsStoreOptions | string): Store {
           const large = chunk.length >= READ_BACK_BYTES;
           unread.push(large ? chunk : Buffer.from(chunk));
           unreadBytes += chunk.length;
-          if (large || unreadBytes >= READ_BACK_BYTES) await readBack();
+          if (large || unreadBytes >= READ_BACK_BYTES)
+            await readBack().catch(async (error: unknown) => {
+              await chunks.return(undefined).catch(() => {});
+              throw error;
+            });
           size += chunk.length;
           putOptions.onProgress?.(size);
+          // Flushing as the put goes, rather than all of it at the end: the final fsync then
+          // has only the last few MB to write, instead of adding the whole object's write-out
+          // to the put's time (~45 ms for 80 MB here, more on slower disks).
+          unsynced += chunk.length;
+          if (unsynced >= SYNC_EVERY_BYTES && syncing === undefined) {
+            unsynced = 0;
+            syncing = handle.datasync().then(
+              () => {
+                syncing = undefined;
+              },
+              (error: unknown) => {
+                syncFailure ??= { error };
+                syncing = undefined;
+              },
+            );
+          }
         }
         await readBack();
         throwIfAborted(signal, `put ${normal}`);
+        await syncing;
+        if (syncFailure) throw ioError('syncing', temp, syncFailure.error);
         await handle.sync().catch((error: unknown) => {
           throw ioError('syncing', temp, error);
         });
       } finally {
+        // A flush still running must end before the file is closed (or deleted).
+        await syncing;
         await handle.close().catch(() => {});
       }
       const sha256 = hash.digest('hex');
