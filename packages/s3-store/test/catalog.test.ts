@@ -110,7 +110,13 @@ describe('catalog on a local store', () => {
 
   it('the fs store reads back what it writes as it goes, so the catalog does not read the object a second time', async () => {
     let gets = 0;
-    const counting: Store = { ...store, get: (key, options) => (gets++, store.get(key, options)) };
+    const counting: Store = {
+      ...store,
+      get: (key, options) => {
+        gets++;
+        return store.get(key, options);
+      },
+    };
     const sealed = createCatalog(counting, { now: () => clock });
     // A source that reuses one buffer, as sealed and chunked streams do: large pieces and small.
     const reused = Buffer.alloc(200 * 1024);
