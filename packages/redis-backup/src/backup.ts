@@ -97,8 +97,11 @@ export async function backupRedis(options: BackupRedisOptions): Promise<RedisBac
   const mode = options.mode ?? 'both';
   if (!['rdb', 'logical', 'both'].includes(mode))
     throw new RedisBackupError('REDIS_OPTIONS_INVALID', `mode must be rdb, logical or both, got ${JSON.stringify(mode)}`);
-  levelOf(options.compression?.logical ?? 'zstd', options.compressLevel?.logical, 'logical');
-  levelOf(options.compression?.rdb ?? 'none', options.compressLevel?.rdb, 'rdb');
+  // Checked before anything is connected.
+  const levels = {
+    logical: levelOf(options.compression?.logical ?? 'zstd', options.compressLevel?.logical, 'logical'),
+    rdb: levelOf(options.compression?.rdb ?? 'none', options.compressLevel?.rdb, 'rdb'),
+  };
   const emit = emitter(options.onEvent);
   const warnings: string[] = [];
   const warn = (message: string) => {
@@ -127,7 +130,7 @@ export async function backupRedis(options: BackupRedisOptions): Promise<RedisBac
     let logical = mode !== 'rdb';
     if (mode !== 'logical') {
       try {
-        result.rdb = await backupRdb(options, target, client, version, common, emit, warn);
+        result.rdb = await backupRdb(options, target, client, version, common, levels.rdb, emit, warn);
       } catch (error) {
         if (!isRedisBackupError(error, 'REDIS_SYNC_REFUSED')) throw error;
         result.fallback = error.message;
@@ -137,7 +140,7 @@ export async function backupRedis(options: BackupRedisOptions): Promise<RedisBac
         logical = true;
       }
     }
-    if (logical) result.logical = await backupLogical(options, target, client, version, common, emit, warn, result.rdb);
+    if (logical) result.logical = await backupLogical(options, target, client, version, common, levels.logical, emit, warn, result.rdb);
     return result;
   } catch (error) {
     if (options.signal?.aborted && !isRedisBackupError(error, 'REDIS_ABORTED'))
@@ -170,6 +173,8 @@ async function backupRdb(
   client: RespConnection,
   version: string,
   common: Common,
+  /** The compression level to seal with (see levelOf). */
+  level: number | undefined,
   emit: Emit,
   warn: (m: string) => void,
 ): Promise<Manifest> {
@@ -208,7 +213,6 @@ async function backupRdb(
     }
   }
   const compression = options.compression?.rdb ?? 'none';
-  const level = levelOf(compression, options.compressLevel?.rdb, 'rdb');
   let fingerprint: RdbFingerprint | undefined;
   const manifest = await options.catalog.put({
     ...common,
@@ -243,6 +247,8 @@ async function backupLogical(
   client: RespConnection,
   version: string,
   common: Common,
+  /** The compression level to seal with (see levelOf). */
+  level: number | undefined,
   emit: Emit,
   warn: (m: string) => void,
   rdb: Manifest | undefined,
@@ -270,7 +276,6 @@ async function backupLogical(
     },
   });
   const compression = options.compression?.logical ?? 'zstd';
-  const level = levelOf(compression, options.compressLevel?.logical, 'logical');
   let plainSize = 0;
   let fingerprint: LogicalFingerprint | undefined;
   const manifest = await options.catalog.put({
